@@ -16,6 +16,7 @@ from .disk import DiskError
 from .pidfile import DEFAULT_PID_FILE, PidFile, PidFileError
 from .pipeline import open_disk
 from .virt import Libvirt
+from .virtio_channels import open_virtio
 
 log = logging.getLogger("vhostmd")
 
@@ -129,14 +130,16 @@ def main(argv: list[str] | None = None) -> int:
 
 
 async def _run(config: Config, args, virt: Libvirt, disk) -> int:
-    daemon = Daemon(config, args.config, virt, disk)
     if args.once:
+        # One update cannot serve channels: virtio is left out.
+        daemon = Daemon(config, args.config, virt, disk)
         await daemon.pipeline.start()
         try:
             report = await daemon.update()
         finally:
             await daemon.pipeline.stop()
         return EXIT_OK if report.published else EXIT_FAILURE
+    daemon = Daemon(config, args.config, virt, disk, open_virtio(config))
     log.info("vhostmd %s started (pid %d), update period %d s",
              __version__, os.getpid(), config.update_period)
     await daemon.run()

@@ -13,6 +13,7 @@ from .config import Config, ConfigError
 from .disk import DiskError, MetricsDisk
 from .pipeline import Pipeline, UpdateReport, open_disk
 from .virt import Libvirt
+from .virtio_channels import VirtioServer, open_virtio
 
 log = logging.getLogger(__name__)
 
@@ -43,10 +44,13 @@ class ProblemLog:
 class Daemon:
     """Runs updates every ``update_period`` until told to stop."""
 
-    def __init__(self, config: Config, config_path: Path, virt: Libvirt, disk: MetricsDisk | None):
+    def __init__(
+        self, config: Config, config_path: Path, virt: Libvirt, disk: MetricsDisk | None,
+        virtio: VirtioServer | None = None,
+    ):
         self.config_path = config_path
         self.virt = virt
-        self.pipeline = Pipeline(config, virt, disk)
+        self.pipeline = Pipeline(config, virt, disk, virtio)
         self.last_report: UpdateReport | None = None
         self._problems = ProblemLog()
         self._stop = asyncio.Event()
@@ -87,9 +91,13 @@ class Daemon:
         try:
             await self._loop(loop)
         finally:
-            for sig in (*STOP_SIGNALS, signal.SIGHUP):
-                loop.remove_signal_handler(sig)
-            await self.pipeline.stop()
+            # Handlers stay until the transports are closed: a second SIGTERM
+            # while channels close must not kill the daemon half-way.
+            try:
+                await self.pipeline.stop()
+            finally:
+                for sig in (*STOP_SIGNALS, signal.SIGHUP):
+                    loop.remove_signal_handler(sig)
 
     async def _loop(self, loop: asyncio.AbstractEventLoop) -> None:
         due = loop.time()
@@ -134,8 +142,8 @@ class Daemon:
         for warning in new.warnings:
             log.warning("%s", warning)
         old = self.pipeline
-        pipeline = Pipeline(new, self.virt, disk)
-        await old.stop()
+        pipeline = Pipeline(new, self.virt, disk, open_virtio(new, old.virtio))
+        await old.stop(keep=pipeline.publishers)
         if old.disk is not None and old.disk is not disk:
             old.disk.close()
         self.pipeline = pipeline
