@@ -113,11 +113,10 @@ def _systemd_analyze() -> str:
     found = shutil.which("systemd-analyze")
     if found:
         return found
-    install = subprocess.run(
-        ["apt-get", "-o", "DPkg::Lock::Timeout=600", "install", "-y", "-q", "systemd"],
-        capture_output=True, text=True,
-        env=dict(os.environ, DEBIAN_FRONTEND="noninteractive"),
-    )
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    apt = ["apt-get", "-o", "DPkg::Lock::Timeout=600"]
+    subprocess.run([*apt, "update", "-q"], capture_output=True, env=env)
+    install = subprocess.run([*apt, "install", "-y", "-q", "systemd"], capture_output=True, text=True, env=env)
     found = shutil.which("systemd-analyze")
     if not found:
         pytest.skip(f"systemd-analyze missing and systemd cannot be installed: {install.stderr[-300:]}")
