@@ -7,6 +7,7 @@ import signal
 import struct
 import subprocess
 import sys
+import tempfile
 import time
 import uuid as uuidlib
 from dataclasses import dataclass
@@ -123,7 +124,13 @@ def vhostmd(*args: str, timeout: float = 60, **kwargs) -> subprocess.CompletedPr
 
 
 def start_vhostmd(*args: str, **kwargs) -> subprocess.Popen:
-    """Start the daemon in the foreground; stderr is a pipe of text lines."""
+    """Start the daemon in the foreground; stderr is a pipe of text lines.
+
+    Without -p a pid file in a fresh temporary directory is used, so that
+    tests run as root never touch /var/run/vhostmd.pid.
+    """
+    if "-p" not in args:
+        args = (*args, "-p", os.path.join(tempfile.mkdtemp(prefix="vhostmd-test-"), "vhostmd.pid"))
     return subprocess.Popen(
         [sys.executable, "-m", "vhostmd", "-d", *args],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=daemon_env(), **kwargs,
