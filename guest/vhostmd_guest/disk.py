@@ -106,9 +106,20 @@ def find_metrics_disk(sys_block: str = SYS_BLOCK, dev_root: str = DEV_ROOT) -> s
     for path in tried:
         if has_signature(path):
             return path
+    denied = [p for p in tried if os.path.exists(p) and not os.access(p, os.R_OK)]
+    hint = ""
+    if denied:
+        hint = "; {} could not be opened for lack of permission (run as root?)".format(
+            ", ".join(denied)
+        )
+    if tried:
+        where = "tried {}".format(", ".join(tried))
+    else:
+        where = "{} lists no block device with a medium".format(sys_block)
     raise NoMetricsDiskError(
-        "no metrics disk: none of the {} block devices listed in {} starts with "
-        "the signature {!r}".format(len(tried), sys_block, SIGNATURE_BYTES)
+        "no metrics disk: no block device starts with the signature {!r} ({}){}".format(
+            SIGNATURE_BYTES, where, hint
+        )
     )
 
 
