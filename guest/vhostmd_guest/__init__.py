@@ -54,6 +54,7 @@ from .sources import (
     read_document,
     read_metrics,
     read_metrics_async,
+    read_source,
 )
 from .xenstore import read_xenstore
 
@@ -106,6 +107,7 @@ __all__ = [
     "read_document",
     "read_metrics",
     "read_metrics_async",
+    "read_source",
     "read_xenstore",
     "request_metrics",
     "request_metrics_async",

@@ -1,4 +1,7 @@
+from xml.sax.saxutils import escape, quoteattr
+
 import pytest
+from hypothesis import given, strategies as st
 
 from vhostmd_guest import (
     AmbiguousMetricError,
@@ -144,3 +147,47 @@ def test_grouped_reads_use_the_libmetrics_names():
     assert vm_cpu.total_cpu_time == doc.value("TotalCPUTime", "vm", uuid)
     assert vm_cpu.total_phys_cpus is None
     assert memory_metrics(doc, "vm", uuid) == MemoryMetrics(*[None] * 7)
+
+
+# -- round trip through a writer of the test's own -------------------------
+
+xml_text = st.text(
+    alphabet=st.characters(blacklist_categories=("Cs", "Cc"), blacklist_characters="\r"),
+    max_size=20,
+)
+metric_records = st.builds(
+    dict,
+    name=xml_text.map(str.strip).filter(bool),
+    type=st.sampled_from(["int32", "uint32", "int64", "uint64", "real32", "real64", "string"]),
+    text=xml_text,
+    unit=st.none() | xml_text,
+    vm=st.none() | st.tuples(st.integers(0, 2 ** 31), st.uuids().map(str)),
+)
+
+
+def write_document(records):
+    out = ["<metrics>\n"]
+    for r in records:
+        attrs = " type={} context={}".format(quoteattr(r["type"]),
+                                             quoteattr("vm" if r["vm"] else "host"))
+        if r["vm"]:
+            attrs += " id='{}' uuid='{}'".format(*r["vm"])
+        if r["unit"] is not None:
+            attrs += " unit={}".format(quoteattr(r["unit"]))
+        out.append("  <metric{}>\n    <name>{}</name>\n    <value>{}</value>\n  </metric>\n"
+                   .format(attrs, escape(r["name"]), escape(r["text"])))
+    out.append("</metrics>\n")
+    return "".join(out).encode("utf-8")
+
+
+@given(st.lists(metric_records, max_size=8))
+def test_parse_round_trip(records):
+    doc = parse_document(write_document(records))
+    assert len(doc) == len(records)
+    for metric, r in zip(doc, records):
+        assert metric.name == r["name"]
+        assert metric.type == r["type"]
+        assert metric.text == r["text"]
+        assert metric.unit == r["unit"]
+        assert metric.context == ("vm" if r["vm"] else "host")
+        assert (metric.id, metric.uuid) == (r["vm"] or (None, None))
