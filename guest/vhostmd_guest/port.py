@@ -86,18 +86,15 @@ class _Progress:
 
 
 def _read_chunk(fd: int) -> Optional[bytes]:
-    """One non-blocking read: None when nothing is there yet."""
+    """One non-blocking read: None when nothing is there yet, b"" at the end."""
     try:
-        chunk = os.read(fd, _CHUNK)
+        return os.read(fd, _CHUNK)
     except BlockingIOError:
         return None
     except OSError as err:
-        if err.errno == errno.EIO:
-            raise ChannelClosedError("the host end of the channel is gone") from None
+        if err.errno == errno.EIO:  # a pseudo-terminal whose other end closed
+            return b""
         raise
-    if not chunk:
-        raise ChannelClosedError("the host closed the channel before the answer ended")
-    return chunk
 
 
 def _drain(fd: int) -> None:
@@ -110,17 +107,35 @@ def _drain(fd: int) -> None:
             return
 
 
-async def _readable(loop, fd: int) -> None:
-    ready = loop.create_future()
-    loop.add_reader(fd, lambda: ready.done() or ready.set_result(None))
-    try:
-        await ready
-    finally:
-        loop.remove_reader(fd)
+async def _read_fd(fd: int) -> bytes:
+    """The next data on ``fd``, waiting for the event loop to see it readable."""
+    loop = asyncio.get_event_loop()
+    while True:
+        ready = loop.create_future()
+        loop.add_reader(fd, lambda: ready.done() or ready.set_result(None))
+        try:
+            await ready
+        finally:
+            loop.remove_reader(fd)
+        chunk = _read_chunk(fd)
+        if chunk is not None:
+            return chunk
+
+
+async def _collect(read, max_size: int, progress: _Progress) -> bytes:
+    """Await ``read()`` for chunks until the answer is complete."""
+    answer = AnswerBuffer(max_size)
+    while True:
+        chunk = await read()
+        if not chunk:
+            raise ChannelClosedError("the host closed the channel before the answer ended")
+        progress.received += len(chunk)
+        complete = answer.feed(chunk)
+        if complete is not None:
+            return complete
 
 
 async def _exchange_fd(fd: int, max_size: int, progress: _Progress) -> bytes:
-    loop = asyncio.get_event_loop()
     _drain(fd)
     pending = REQUEST
     while pending:
@@ -129,16 +144,7 @@ async def _exchange_fd(fd: int, max_size: int, progress: _Progress) -> bytes:
         except BlockingIOError:
             await asyncio.sleep(_WRITE_RETRY)
     progress.sent = True
-    answer = AnswerBuffer(max_size)
-    while True:
-        await _readable(loop, fd)
-        chunk = _read_chunk(fd)
-        if chunk is None:
-            continue
-        progress.received += len(chunk)
-        complete = answer.feed(chunk)
-        if complete is not None:
-            return complete
+    return await _collect(lambda: _read_fd(fd), max_size, progress)
 
 
 async def exchange_async(
@@ -166,15 +172,7 @@ async def _exchange_serial(serial_asyncio, path: str, max_size: int,
         writer.write(REQUEST)
         await writer.drain()
         progress.sent = True
-        answer = AnswerBuffer(max_size)
-        while True:
-            chunk = await reader.read(_CHUNK)
-            if not chunk:
-                raise ChannelClosedError("the host closed the channel before the answer ended")
-            progress.received += len(chunk)
-            complete = answer.feed(chunk)
-            if complete is not None:
-                return complete
+        return await _collect(lambda: reader.read(_CHUNK), max_size, progress)
     finally:
         writer.close()
 
