@@ -1,9 +1,11 @@
 """A pretend host for the virtio tests: serves one exchange on a pty or socket."""
 
+import contextlib
 import os
 import select
 import threading
 import time
+import tty
 
 
 class FakeHost:
@@ -51,3 +53,19 @@ class FakeHost:
     def join(self):
         self._thread.join(6)
         return self.request
+
+
+@contextlib.contextmanager
+def pty_port():
+    """A pseudo-terminal standing in for a port: yields (host fd, port path).
+
+    The host end is raw and non-blocking; the port's path is the slave's.
+    """
+    master, slave = os.openpty()
+    try:
+        tty.setraw(master)
+        os.set_blocking(master, False)
+        yield master, os.ttyname(slave)
+    finally:
+        os.close(slave)
+        os.close(master)

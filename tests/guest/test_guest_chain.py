@@ -10,12 +10,12 @@ import os
 import select
 import socket
 import threading
-import tty
 
 from vhostmd_guest import request_metrics
 from vhostmd_guest.channel import REQUEST
 
 from guest_helpers import reference
+from guest_host import pty_port
 
 
 def qemu_bridge(listener, master, stop):
@@ -59,20 +59,15 @@ def test_request_through_qemu_socket_and_pty(tmp_path):
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     listener.bind(socket_path)
     listener.listen(1)
-    master, slave = os.openpty()
-    tty.setraw(master)
-    os.set_blocking(master, False)
     stop = threading.Event()
     answer = reference("c-vhostmd-virtio-answer.txt").read_bytes()
-    bridge = threading.Thread(target=qemu_bridge, args=(listener, master, stop), daemon=True)
-    host = threading.Thread(target=stand_in_host, args=(socket_path, answer), daemon=True)
-    bridge.start()
-    host.start()
-    try:
-        assert request_metrics(os.ttyname(slave), timeout=5, use_pyserial=False) == answer
-    finally:
-        stop.set()
-        bridge.join(2)
-        os.close(slave)
-        os.close(master)
-        listener.close()
+    with listener, pty_port() as (qemu_fd, port):
+        bridge = threading.Thread(target=qemu_bridge, args=(listener, qemu_fd, stop), daemon=True)
+        host = threading.Thread(target=stand_in_host, args=(socket_path, answer), daemon=True)
+        bridge.start()
+        host.start()
+        try:
+            assert request_metrics(port, timeout=5, use_pyserial=False) == answer
+        finally:
+            stop.set()
+            bridge.join(2)

@@ -5,12 +5,11 @@ import os
 import struct
 import subprocess
 import sys
-import tty
 
 import pytest
 
 from guest_helpers import DOC, GUEST_DIR, disk_image, reference
-from guest_host import FakeHost
+from guest_host import FakeHost, pty_port
 
 
 def dump(*args, env=None, timeout=30):
@@ -104,68 +103,67 @@ def test_verbose_names_the_source(make_disk):
 
 
 def test_virtio_dump_over_a_pty():
-    master, slave = os.openpty()
-    try:
-        tty.setraw(master)
-        os.set_blocking(master, False)
+    with pty_port() as (host_fd, port):
         expected = reference("c-vhostmd-virtio-answer.txt").read_bytes()
-        FakeHost(master, expected, pieces=4)
-        result = dump("-i", "--port", os.ttyname(slave))
+        FakeHost(host_fd, expected, pieces=4)
+        result = dump("-i", "--port", port)
         assert result.returncode == 0, result.stderr
         assert result.stdout == expected
-    finally:
-        os.close(slave)
-        os.close(master)
 
 
 def test_falls_back_from_disk_to_virtio(tmp_path):
-    master, slave = os.openpty()
-    try:
-        tty.setraw(master)
-        os.set_blocking(master, False)
-        FakeHost(master, b"<metrics>\n</metrics>\n\n")
+    with pty_port() as (host_fd, port):
+        FakeHost(host_fd, b"<metrics>\n</metrics>\n\n")
         bad_disk = tmp_path / "bad"
         bad_disk.write_bytes(disk_image(DOC, signature=b"nope"))
-        result = dump("-v", "--device", bad_disk, "--port", os.ttyname(slave))
+        result = dump("-v", "--device", bad_disk, "--port", port)
         assert result.returncode == 0, result.stderr
         assert result.stdout == b"<metrics>\n</metrics>\n\n"
         assert b"bad signature" in result.stderr
-    finally:
-        os.close(slave)
-        os.close(master)
+
+
+def dump_with_xenstore_read(tmp_path, script):
+    """Run ``vm-dump-metrics -x`` with ``script`` as xenstore-read."""
+    path = tmp_path / "xenstore-read"
+    path.write_text("#!/bin/sh\n" + script)
+    path.chmod(0o755)
+    return dump("-x", env={"PATH": "{}:{}".format(tmp_path, os.environ.get("PATH", ""))})
 
 
 def test_xenstore_via_xenstore_read(tmp_path):
-    script = tmp_path / "xenstore-read"
-    script.write_text(
-        "#!/bin/sh\n"
-        "[ \"$1\" = -R ] && shift\n"
-        "case \"$1\" in\n"
-        "  domid) echo 7 ;;\n"
-        "  /local/domain/7/metrics) printf '<metrics>\\n\\t<metric/>\\n</metrics>\\n' ;;\n"
-        "  *) echo \"could not read path $1\" >&2; exit 1 ;;\n"
-        "esac\n"
-    )
-    script.chmod(0o755)
-    result = dump("-x", env={"PATH": "{}:{}".format(tmp_path, os.environ.get("PATH", ""))})
+    result = dump_with_xenstore_read(tmp_path, r"""
+[ "$1" = -R ] && shift
+case "$1" in
+  domid) echo 7 ;;
+  /local/domain/7/metrics) printf '<metrics>\n\t<metric/>\n</metrics>\n' ;;
+  *) echo "could not read path $1" >&2; exit 1 ;;
+esac
+""")
     assert result.returncode == 0, result.stderr
     assert result.stdout == b"<metrics>\n\t<metric/>\n</metrics>"
 
 
 def test_xenstore_read_without_raw_mode(tmp_path):
-    script = tmp_path / "xenstore-read"
-    script.write_text(
-        "#!/bin/sh\n"
-        "[ \"$1\" = -R ] && { echo 'invalid option -- R' >&2; exit 2; }\n"
-        "case \"$1\" in\n"
-        "  domid) echo 3 ;;\n"
-        "  /local/domain/3/metrics) echo '<metrics>\\\\n\\\\t<a/>\\\\134</metrics>' ;;\n"
-        "esac\n"
-    )
-    script.chmod(0o755)
-    result = dump("-x", env={"PATH": "{}:{}".format(tmp_path, os.environ.get("PATH", ""))})
+    # Older xenstore-read prints escapes: backslash-n, backslash-t, octal.
+    result = dump_with_xenstore_read(tmp_path, r"""
+[ "$1" = -R ] && { echo 'invalid option -- R' >&2; exit 2; }
+case "$1" in
+  domid) echo 3 ;;
+  /local/domain/3/metrics) printf '%s\n' '<metrics>\n\t<a/>\134</metrics>' ;;
+esac
+""")
     assert result.returncode == 0, result.stderr
     assert result.stdout == b"<metrics>\n\t<a/>\\</metrics>"
+
+
+def test_xenstore_key_missing(tmp_path):
+    result = dump_with_xenstore_read(tmp_path, r"""
+[ "$1" = -R ] && shift
+[ "$1" = domid ] && { echo 3; exit 0; }
+echo "could not read path $1" >&2; exit 1
+""")
+    assert result.returncode == 1
+    assert b"/local/domain/3/metrics cannot be read: could not read path" in result.stderr
 
 
 def test_help_and_usage_errors():

@@ -7,13 +7,12 @@ import os
 import shutil
 import subprocess
 import sys
-import tty
 import venv
 
 import pytest
 
 from guest_helpers import GUEST_DIR, reference
-from guest_host import FakeHost
+from guest_host import FakeHost, pty_port
 
 PACKAGE = GUEST_DIR / "vhostmd_guest"
 MODULES = sorted(p.stem for p in PACKAGE.glob("*.py") if p.stem not in ("__init__", "__main__"))
@@ -63,18 +62,12 @@ def test_tool_on_a_real_python_3_6():
     assert raw.stdout.startswith(b"<metrics>") and raw.stdout.endswith(b"</metrics>\n")
     as_json = run([exe, "-m", "vhostmd_guest", "--json", "--device", disk], env=env)
     assert as_json.returncode == 0, as_json.stderr
-    master, slave = os.openpty()
-    try:
-        tty.setraw(master)
-        os.set_blocking(master, False)
+    with pty_port() as (host_fd, port):
         expected = reference("c-vhostmd-virtio-answer.txt").read_bytes()
-        FakeHost(master, expected, pieces=3)
-        virtio = run([exe, "-m", "vhostmd_guest", "-i", "--port", os.ttyname(slave)], env=env)
+        FakeHost(host_fd, expected, pieces=3)
+        virtio = run([exe, "-m", "vhostmd_guest", "-i", "--port", port], env=env)
         assert virtio.returncode == 0, virtio.stderr
         assert virtio.stdout == expected
-    finally:
-        os.close(slave)
-        os.close(master)
 
 
 def test_installs_into_a_fresh_venv_without_libvirt(tmp_path):

@@ -2,7 +2,6 @@ import asyncio
 import os
 import socket
 import threading
-import tty
 
 import pytest
 
@@ -19,7 +18,7 @@ from vhostmd_guest.errors import ChannelClosedError
 from vhostmd_guest.port import exchange_async
 
 from guest_helpers import reference
-from guest_host import FakeHost
+from guest_host import FakeHost, pty_port
 
 try:
     import serial_asyncio  # noqa: F401
@@ -34,16 +33,10 @@ TTY_MODES = [
 ]
 
 
-@pytest.fixture
-def pty_port():
-    """A pseudo-terminal: the host's end (master fd) and the port's path."""
-    master, slave = os.openpty()
-    tty.setraw(master)
-    path = os.ttyname(slave)
-    os.set_blocking(master, False)
-    yield master, path
-    os.close(slave)
-    os.close(master)
+@pytest.fixture(name="pty_port")
+def pty_port_fixture():
+    with pty_port() as port:
+        yield port
 
 
 def answer():
