@@ -2,7 +2,7 @@
 
 import pytest
 
-from guest_helpers import DOC, disk_image
+from guest_vectors import DOC, disk_image
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ import threading
 from vhostmd_guest import request_metrics
 from vhostmd_guest.channel import REQUEST
 
-from guest_helpers import reference
+from guest_vectors import reference
 from guest_host import pty_port
 
 

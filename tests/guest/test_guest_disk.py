@@ -16,7 +16,7 @@ from vhostmd_guest.errors import (
     TruncatedDiskError,
 )
 
-from guest_helpers import DOC, disk_image, reference, signed_sum
+from guest_vectors import DOC, disk_image, reference, signed_sum
 
 FAST = dict(attempts=4, retry_wait=0.001)
 

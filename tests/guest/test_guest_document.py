@@ -14,7 +14,7 @@ from vhostmd_guest import (
 )
 from vhostmd_guest.groups import CpuMetrics, MemoryMetrics, cpu_metrics, memory_metrics
 
-from guest_helpers import DOC, reference
+from guest_vectors import DOC, reference
 
 
 def ten_vms():

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from guest_helpers import DOC, GUEST_DIR, disk_image, reference
+from guest_vectors import DOC, GUEST_DIR, disk_image, reference
 from guest_host import FakeHost, pty_port
 
 

@@ -12,7 +12,7 @@ from vhostmd_guest.errors import (
     TruncatedDiskError,
 )
 
-from guest_helpers import disk_image, reference, signed_sum
+from guest_vectors import disk_image, reference, signed_sum
 
 
 @given(st.binary(max_size=4096))

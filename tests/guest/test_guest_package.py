@@ -11,7 +11,7 @@ import venv
 
 import pytest
 
-from guest_helpers import GUEST_DIR, reference
+from guest_vectors import GUEST_DIR, reference
 from guest_host import FakeHost, pty_port
 
 PACKAGE = GUEST_DIR / "vhostmd_guest"

@@ -17,7 +17,7 @@ from vhostmd_guest.channel import REQUEST, AnswerBuffer
 from vhostmd_guest.errors import ChannelClosedError
 from vhostmd_guest.port import exchange_async
 
-from guest_helpers import reference
+from guest_vectors import reference
 from guest_host import FakeHost, pty_port
 
 try:

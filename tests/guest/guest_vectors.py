@@ -1,4 +1,4 @@
-"""Helpers of the guest tests: reference vectors and disk images."""
+"""Test vectors of the guest tests: reference files and disk images."""
 
 import struct
 from pathlib import Path
