@@ -32,7 +32,7 @@ def dump(*args) -> subprocess.CompletedProcess:
 METRICS = (
     metric("NumCPUs", "echo 4", "uint32")
     + metric("TotalCPUTime", "echo 12.5", "real64", attrs=' unit="s"')
-    + metric("HostName", "echo host<&>")
+    + metric("HostName", "echo 'host<&>'")
     + metric("TotalCPUTime", "echo VMID.25", "real64", context="vm", attrs=' unit="s"')
     + metric("VmName", "echo NAME", context="vm")
 )
