@@ -117,3 +117,22 @@ def test_guest_wheel_and_sdist(tmp_path):
     assert "vhostmd_guest/__init__.py" in names
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
     assert "vm-dump-metrics = vhostmd_guest.dump:main" in zipfile.ZipFile(wheel).read(entry_points).decode()
+
+
+@pytest.mark.skipif(not (ROOT / "guest" / "vhostmd_guest").is_dir(), reason="no guest package in this checkout")
+def test_guest_deb_reads_what_the_host_deb_daemon_wrote(deb, installed, tmp_path):
+    guest_deb = deb.with_name("vm-dump-metrics_0.1.0_all.deb")
+    guest_root = tmp_path / "guest-root"
+    assert run("dpkg-deb", "-x", guest_deb, guest_root).returncode == 0
+    assert (guest_root / "usr/share/man/man1/vm-dump-metrics.1.gz").exists()
+    env = dict(os.environ, PYTHONPATH=str(installed / "usr/lib/python3/dist-packages"))
+    conf = tmp_path / "vhostmd.conf"
+    conf.write_text((installed / "etc/vhostmd/vhostmd.conf").read_text()
+                    .replace("/dev/shm/vhostmd0", str(tmp_path / "vhostmd0")))
+    once = run(sys.executable, installed / "usr/sbin/vhostmd", "--once", "-c", "test:///default", "-f", conf,
+               env=env, cwd=tmp_path)
+    assert (tmp_path / "vhostmd0").exists(), once.stderr
+    dump = run(sys.executable, guest_root / "usr/bin/vm-dump-metrics", "-b", "--device", tmp_path / "vhostmd0",
+               env=dict(os.environ, PYTHONPATH=str(guest_root / "usr/lib/python3/dist-packages")), cwd=tmp_path)
+    assert dump.returncode == 0, dump.stderr
+    assert dump.stdout.startswith("<metrics>\n") and "context='vm'" in dump.stdout
