@@ -162,7 +162,7 @@ class StatusFile:
         """
         parent = self.path.parent
         try:
-            os.mkdir(parent, STATUS_DIR_MODE)
+            os.makedirs(parent, STATUS_DIR_MODE)
             os.chmod(parent, STATUS_DIR_MODE)
         except FileExistsError:
             info = os.lstat(parent)
