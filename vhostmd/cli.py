@@ -9,7 +9,7 @@ import os
 import sys
 from pathlib import Path
 
-from . import __version__, config as config_mod, system
+from . import __version__, capacity, config as config_mod, system
 from .config import Config, ConfigError
 from .daemon import Daemon
 from .disk import DiskError
@@ -63,7 +63,8 @@ def describe(config: Config) -> str:
     lines = [f"configuration {config.source}: valid"]
     lines.append(f"update period: {config.update_period} s, action timeout {config.action_timeout:g} s")
     if "vbd" in config.transports:
-        lines.append(f"vbd: metrics disk {config.disk.path}, {config.disk.size} bytes")
+        lines.append(f"vbd: metrics disk {config.disk.path}, {config.disk.size} bytes, "
+                     f"{capacity.estimate(config).describe()}")
     if "virtio" in config.transports:
         v = config.virtio
         lines.append(
@@ -95,6 +96,8 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_OK
     for warning in config.warnings:
         log.warning("%s", warning)
+    if "vbd" in config.transports:
+        log.info("metrics disk %s %s", config.disk.path, capacity.estimate(config).describe())
 
     try:
         disk = open_disk(config)

@@ -6,10 +6,16 @@ from ..domain_stats import DomainSample
 from ..host_sources import SourceUnavailable
 
 
+_LABELS = {
+    "cpu_time_ns": "cpu.time", "vcpus": "vcpu.current",
+    "memory_kib": "balloon.current", "max_memory_kib": "balloon.maximum",
+}
+
+
 def _field(sample: DomainSample, name: str) -> int:
     value = getattr(sample, name)
     if value is None:
-        raise SourceUnavailable(f"libvirt gave no {name.replace('_', ' ')} for this domain")
+        raise SourceUnavailable(f"libvirt's stats gave no {_LABELS[name]} for this domain in this update")
     return value
 
 
