@@ -107,10 +107,12 @@ class CapacityWatch:
             self.warning = True
             per_vm = (document_bytes - host_bytes) / vms if vms else 0
             fits = int((self.content_bytes - host_bytes) / per_vm) if per_vm else 0
+            state = "too small" if share > 1 else f"{share:.0%} full"
             message = (
-                f"metrics disk {self.path} is {share:.0%} full: the document of {vms} VMs takes "
+                f"metrics disk {self.path} is {state}: the document of {vms} VMs takes "
                 f"{document_bytes} of {self.content_bytes} bytes, room for about {fits} VMs; "
-                f"raise <size> in the configuration before more VMs start"
+                f"raise <size> in the configuration"
+                + ("" if share > 1 else " before more VMs start")
             )
             log.warning("%s", message)
             return message
