@@ -193,3 +193,35 @@ def test_upstream_config_keeps_the_reference_units():
     assert all(m.builtin for m in config.metrics)
     group = next(m for m in config.metrics if m.type == "group")
     assert [v.name for v in group.outputs()] == ["PageInRate", "PageFaultRate"]
+
+
+def test_builtins_and_actions_mix_in_config_order(tmp_path):
+    conf = tmp_path / "mixed.conf"
+    conf.write_text("""<vhostmd><globals><update_period>5</update_period><transport>vbd</transport></globals>
+<metrics>
+  <metric type="uint32" context="vm"><name>Cpus</name><builtin>vm.vcpus</builtin></metric>
+  <metric type="string" context="vm"><name>Name</name><action>echo "NAME"</action></metric>
+  <metric type="uint64" context="vm"><name>Max</name><builtin>vm.memory_max_mib</builtin></metric>
+</metrics></vhostmd>""")
+    config = config_mod.load(conf)
+    virt = Libvirt(write_node(tmp_path, 3))
+    runner = ActionRunner(dict(os.environ))
+
+    async def run():
+        collector = Collector(config, runner, virt)
+        first = await collector.collect()
+        return first, await collector.collect()
+
+    try:
+        first, second = asyncio.run(run())
+    finally:
+        virt.close()
+    assert first.problems == []
+    assert [[(m.name, m.value) for m in vm.metrics] for vm in first.vms] == [
+        [("Cpus", str(i % 4 + 1)), ("Name", f"vm{i}"), ("Max", str((i % 8 + 1) * 1024))]
+        for i in (1, 2, 3)
+    ]
+    # One shell per VM per update for the action; none for the built-ins.
+    assert runner.started == 6
+    # Unchanged built-in values are handed on as the same objects (cheap to compare).
+    assert second.vms[0].metrics[0] is first.vms[0].metrics[0]

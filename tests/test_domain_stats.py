@@ -39,9 +39,12 @@ def test_record_of_a_driver_that_answers_every_group():
 
 
 def test_missing_groups_are_named_and_filled_from_info():
-    sample = domain_stats.parse_record(DOMAIN, {"state.state": 3, "state.reason": 1})
+    record = {"state.state": 3, "state.reason": 1}
+    sample = domain_stats.parse_record(DOMAIN, record)
     assert sample.missing(GROUPS) == ("balloon", "cpu", "vcpu")
-    filled = domain_stats.fill_from_info(sample, [1, 8192, 4096, 3, 5_000_000_000])
+    assert domain_stats.unanswered(GROUPS, [(None, record), (None, QEMU_RECORD)]) == frozenset()
+    assert domain_stats.unanswered(GROUPS, [(None, record)]) == GROUPS
+    filled = domain_stats.parse_record(DOMAIN, record, [1, 8192, 4096, 3, 5_000_000_000])
     assert filled == DomainSample(DOMAIN, state=3, cpu_time_ns=5_000_000_000, vcpus=3,
                                   memory_kib=4096, max_memory_kib=8192)
 

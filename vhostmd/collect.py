@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Callable
 
 from . import builtins, host_sources
 from .action_output import OutputError, interpret
@@ -22,8 +23,9 @@ from .virt import Fetched, Libvirt, VirtError
 
 log = logging.getLogger(__name__)
 
-#: One metric of the plan: its definition and its built-in (None for an action).
-_Step = tuple[MetricDef, "builtins.Builtin | None"]
+#: One metric of the plan: its definition, its built-in (None for an action)
+#: and, for a single-valued built-in, the formatter of its metric type.
+_Step = tuple[MetricDef, "builtins.Builtin | None", "Callable[[object], str] | None"]
 
 
 class Collector:
@@ -42,6 +44,10 @@ class Collector:
         self._node = bool(self._sources & {host_sources.NODE, host_sources.HYPERVISOR})
         self._os_name = host_sources.read_os_name() if host_sources.OS in self._sources else None
         self._previous: HostSample | None = None
+        #: Per VM (by uuid), per step: the last raw value and the metrics made
+        #: from it, reused while the value stays the same; and the last VmMetrics.
+        self._memo: dict[str, list] = {}
+        self._last_vms: dict[str, VmMetrics] = {}
 
     async def collect(self) -> Snapshot:
         problems: list[str] = []
@@ -63,28 +69,54 @@ class Collector:
         )
         view = HostView(sample, self._previous)
         self._previous = sample
-        host_parts = self._builtins(self._host_plan, view, None, problems)
-        vm_parts = [
-            (s.domain, self._builtins(self._vm_plan, s, s.domain, problems),
-             self._start_actions(self._vm_plan, s.domain, problems))
-            for s in fetched.samples
-        ]
-        await _settle(host_actions, *(actions for _, _, actions in vm_parts))
+        host_parts, _ = self._builtins(self._host_plan, view, None, problems, None)
+        memo, self._memo = self._memo, {}
+        vm_parts = []
+        for s in fetched.samples:
+            uuid = s.domain.uuid
+            steps = memo.get(uuid) or [None] * len(self._vm_plan)
+            self._memo[uuid] = steps
+            parts, changed = self._builtins(self._vm_plan, s, s.domain, problems, steps)
+            vm_parts.append((s.domain, parts, changed,
+                             self._start_actions(self._vm_plan, s.domain, problems)))
+        await _settle(host_actions, *(actions for *_, actions in vm_parts))
         host = _assemble(host_parts, host_actions)
-        vms = tuple(
-            VmMetrics(domain, _assemble(parts, actions)) for domain, parts, actions in vm_parts
-        )
-        return Snapshot(host=host, vms=vms, problems=problems, vms_known=vms_known)
+        last, self._last_vms = self._last_vms, {}
+        vms = []
+        for domain, parts, changed, actions in vm_parts:
+            old = last.get(domain.uuid)
+            if changed or actions or old is None or old.domain != domain:
+                old = VmMetrics(domain, _assemble(parts, actions))
+            self._last_vms[domain.uuid] = old
+            vms.append(old)
+        return Snapshot(host=host, vms=tuple(vms), problems=problems, vms_known=vms_known)
 
-    def _builtins(self, plan: list[_Step], source, domain: Domain | None, problems) -> list:
-        """Each step's metrics for the built-ins; None in the places of actions."""
+    def _builtins(
+        self, plan: list[_Step], source, domain: Domain | None, problems, memo: list | None
+    ) -> tuple[list, bool]:
+        """Each step's metrics for the built-ins (None in the places of actions),
+        and whether any differs from the previous update's (per *memo*)."""
         parts: list = []
-        for metric, builtin in plan:
+        changed = memo is None
+        for i, (metric, builtin, fmt) in enumerate(plan):
             if builtin is None:
                 parts.append(None)
                 continue
             try:
-                parts.append(builtins.metrics_of(metric, builtin.read(source)))
+                raw = builtin.read(source)
+                if memo is not None:
+                    kept = memo[i]
+                    if kept is not None and kept[0] == raw:
+                        parts.append(kept[1])
+                        continue
+                if fmt is not None:
+                    made = (Metric(metric.name, metric.type, fmt(raw), metric.unit),)
+                else:
+                    made = builtins.metrics_of(metric, raw)
+                parts.append(made)
+                changed = True
+                if memo is not None:
+                    memo[i] = (raw, made)
             except NotYetAvailable:
                 parts.append(())
             except (SourceUnavailable, BadValue) as err:
@@ -94,12 +126,14 @@ class Collector:
                 log.debug("built-in %s failed", metric.builtin, exc_info=True)
                 problems.append(describe(metric, domain, f"{type(err).__name__}: {err}"))
                 parts.append(())
-        return parts
+            if memo is not None and parts[-1] == ():
+                changed, memo[i] = True, None
+        return parts, changed
 
     def _start_actions(self, plan: list[_Step], domain: Domain | None, problems) -> list:
         return [
             asyncio.ensure_future(self._action(metric, domain, problems))
-            for metric, builtin in plan if builtin is None
+            for metric, builtin, _ in plan if builtin is None
         ]
 
     async def _action(self, metric: MetricDef, domain: Domain | None, problems) -> tuple[Metric, ...]:
@@ -114,7 +148,12 @@ class Collector:
 
 
 def _plan(metrics: tuple[MetricDef, ...]) -> list[_Step]:
-    return [(m, builtins.REGISTRY[m.builtin] if m.builtin else None) for m in metrics]
+    steps: list[_Step] = []
+    for m in metrics:
+        builtin = builtins.REGISTRY[m.builtin] if m.builtin else None
+        fmt = builtins.formatter(m.type) if builtin is not None and m.type != "group" else None
+        steps.append((m, builtin, fmt))
+    return steps
 
 
 async def _settle(*task_lists: list) -> None:

@@ -30,6 +30,9 @@ class Tracked:
 
     domain: Domain
     handle: object
+    #: The UUID as 16 bytes (virDomainGetUUID): the cheapest key to match
+    #: a bulk stats record to its domain.
+    raw_uuid: bytes
 
 
 class DomainTracker:
@@ -76,7 +79,7 @@ class DomainTracker:
 
     def _add(self, handle) -> None:
         domain = Domain(handle.ID(), handle.name(), handle.UUIDString())
-        self._domains[domain.uuid] = Tracked(domain, handle)
+        self._domains[domain.uuid] = Tracked(domain, handle, handle.UUID())
 
     def tracked(self) -> list[Tracked]:
         """The running domains, by id."""

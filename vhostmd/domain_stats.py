@@ -13,7 +13,7 @@ cheapest per-domain call.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import libvirt
 
@@ -63,35 +63,33 @@ def flags_for(groups: frozenset[str]) -> int:
     return mask
 
 
-def _int(stats: dict, key: str) -> int | None:
-    value = stats.get(key)
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
+#: The key that tells whether a driver answered each group at all.
+ANSWER_KEYS = {"state": "state.state", "cpu": "cpu.time", "vcpu": "vcpu.current",
+               "balloon": "balloon.current"}
 
 
-def parse_record(domain: Domain, stats: dict) -> DomainSample:
-    """A sample from one domain's typed parameters, as libvirt-python returns them."""
-    return DomainSample(
-        domain=domain,
-        state=_int(stats, "state.state"),
-        cpu_time_ns=_int(stats, "cpu.time"),
-        vcpus=_int(stats, "vcpu.current"),
-        memory_kib=_int(stats, "balloon.current"),
-        max_memory_kib=_int(stats, "balloon.maximum"),
+def unanswered(groups: frozenset[str], records) -> frozenset[str]:
+    """The groups among *groups* that no record of a bulk answer holds."""
+    return frozenset(
+        g for g in groups if not any(ANSWER_KEYS[g] in stats for _, stats in records)
     )
 
 
-def fill_from_info(sample: DomainSample, info: list[int]) -> DomainSample:
-    """*sample* with its missing fields taken from ``virDomainGetInfo``'s answer.
+def parse_record(domain: Domain, stats: dict, info: list[int] | None = None) -> DomainSample:
+    """A sample from one domain's typed parameters, as libvirt-python returns them.
 
-    ``info`` is ``[state, maxMem KiB, memory KiB, nrVirtCpu, cpuTime ns]``.
-    Fields the bulk call did answer are kept.
+    *info*, ``virDomainGetInfo``'s answer ``[state, maxMem KiB, memory KiB,
+    nrVirtCpu, cpuTime ns]``, fills what the stats leave out.
     """
-    state, max_mem, mem, vcpus, cpu_time = info[:5]
-    return replace(
-        sample,
-        state=sample.state if sample.state is not None else state,
-        cpu_time_ns=sample.cpu_time_ns if sample.cpu_time_ns is not None else cpu_time,
-        vcpus=sample.vcpus if sample.vcpus is not None else vcpus,
-        memory_kib=sample.memory_kib if sample.memory_kib is not None else mem,
-        max_memory_kib=sample.max_memory_kib if sample.max_memory_kib is not None else max_mem,
+    get = stats.get
+    state, cpu, vcpus, mem, max_mem = (
+        get("state.state"), get("cpu.time"), get("vcpu.current"),
+        get("balloon.current"), get("balloon.maximum"),
     )
+    if info is not None:
+        state = info[0] if state is None else state
+        max_mem = info[1] if max_mem is None else max_mem
+        mem = info[2] if mem is None else mem
+        vcpus = info[3] if vcpus is None else vcpus
+        cpu = info[4] if cpu is None else cpu
+    return DomainSample(domain, state, cpu, vcpus, mem, max_mem)

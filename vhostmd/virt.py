@@ -217,22 +217,39 @@ class Libvirt:
 
     def _stats(self, conn: libvirt.virConnect, groups: frozenset[str]) -> list[DomainSample]:
         mask = domain_stats.flags_for(groups)
+        known: dict[bytes, Domain] = {}
         if self.tracker.live:
-            handles = [t.handle for t in self.tracker.tracked()]
+            tracked = self.tracker.tracked()
+            known = {t.raw_uuid: t.domain for t in tracked}
+            handles = [t.handle for t in tracked]
             records = self._bulk(lambda f: conn.domainListGetStats(handles, mask, f)) if handles else []
         else:
             records = self._bulk(lambda f: conn.getAllDomainStats(
                 mask, libvirt.VIR_CONNECT_GET_ALL_DOMAINS_STATS_ACTIVE | f))
-        samples = [
-            domain_stats.parse_record(Domain(dom.ID(), dom.name(), dom.UUIDString()), stats)
-            for dom, stats in records
-        ]
-        handles_by_uuid = {s.domain.uuid: dom for s, (dom, _) in zip(samples, records)}
-        samples = self._fill_unanswered(samples, handles_by_uuid, groups)
-        stopped = [s.domain.uuid for s in samples if not s.running]
+        missing = domain_stats.unanswered(groups, records)
+        if missing - self._fallback_logged:
+            log.info("libvirt does not answer stats group(s) %s; using per-domain info() for them",
+                     ", ".join(sorted(missing)))
+            self._fallback_logged |= missing
+        samples, stopped = [], []
+        for dom, stats in records:
+            info = None
+            if missing:
+                try:
+                    info = dom.info()
+                except libvirt.libvirtError as err:
+                    if err.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
+                        continue  # stopped since the bulk call
+                    raise
+            sample = domain_stats.parse_record(known.get(dom.UUID()) or _domain(dom), stats, info)
+            if sample.running:
+                samples.append(sample)
+            else:
+                stopped.append(sample.domain.uuid)
         if stopped:
             self.tracker.forget(stopped)
-        return sorted((s for s in samples if s.running), key=lambda s: s.domain.id)
+        samples.sort(key=_by_id)
+        return samples
 
     def _bulk(self, call):
         """Run the bulk stats *call* with NOWAIT, or without where the server refuses it."""
@@ -247,31 +264,6 @@ class Libvirt:
                 self._nowait = 0
         return call(0)
 
-    def _fill_unanswered(self, samples, handles, groups) -> list[DomainSample]:
-        """Fill groups the driver answers for no domain at all from virDomainGetInfo."""
-        if not samples:
-            return samples
-        unanswered = set(groups)
-        for sample in samples:
-            unanswered.intersection_update(sample.missing(groups))
-            if not unanswered:
-                return samples
-        new = unanswered - self._fallback_logged
-        if new:
-            log.info("libvirt does not answer stats group(s) %s; using per-domain info() for them",
-                     ", ".join(sorted(new)))
-            self._fallback_logged |= new
-        filled = []
-        for sample in samples:
-            try:
-                info = handles[sample.domain.uuid].info()
-            except libvirt.libvirtError as err:
-                if err.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
-                    continue  # stopped since the bulk call
-                raise
-            filled.append(domain_stats.fill_from_info(sample, info))
-        return filled
-
     def close(self) -> None:
         """Close the connection; a call still stuck in libvirt is abandoned."""
         self._executor.shutdown(wait=False, cancel_futures=True)
@@ -280,3 +272,11 @@ class Libvirt:
                 self._drop()
             finally:
                 self._lock.release()
+
+
+def _domain(handle) -> Domain:
+    return Domain(handle.ID(), handle.name(), handle.UUIDString())
+
+
+def _by_id(sample: DomainSample) -> int:
+    return sample.domain.id

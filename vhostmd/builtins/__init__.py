@@ -77,6 +77,29 @@ def format_value(type_: str, value: Value) -> str:
     return normalize("string", str(value))
 
 
+def formatter(type_: str) -> Callable[[Value], str]:
+    """A fast format_value for one type: the common case inline, the rest delegated."""
+    if type_ in INTEGER_RANGES:
+        low, high = INTEGER_RANGES[type_]
+
+        def integer(value: Value) -> str:
+            if value.__class__ is int and low <= value <= high:
+                return str(value)
+            return format_value(type_, value)
+
+        return integer
+    if type_ in REAL_LIMITS:
+        limit = REAL_LIMITS[type_]
+
+        def real(value: Value) -> str:
+            if value.__class__ is float and -limit <= value <= limit:
+                return f"{value:f}"
+            return format_value(type_, value)
+
+        return real
+    return lambda value: format_value(type_, value)
+
+
 def metrics_of(metric: "MetricDef", output: Value | tuple[Value, ...]) -> tuple[Metric, ...]:
     """The Metric elements *metric* publishes for a built-in's *output*.
 
