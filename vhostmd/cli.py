@@ -10,7 +10,7 @@ import pwd
 import sys
 from pathlib import Path
 
-from . import __version__, config as config_mod, per_vm_disks, status as status_mod, system
+from . import __version__, capacity, config as config_mod, per_vm_disks, status as status_mod, system
 from .config import Config, ConfigError
 from .daemon import Daemon
 from .disk import DiskError
@@ -71,7 +71,8 @@ def describe(config: Config) -> str:
     if "vbd" in config.transports and config.disk.per_vm_dir is not None:
         lines.append(f"vbd: one metrics disk per VM in {config.disk.per_vm_dir}, {config.disk.size} bytes each")
     elif "vbd" in config.transports:
-        lines.append(f"vbd: metrics disk {config.disk.path}, {config.disk.size} bytes")
+        lines.append(f"vbd: metrics disk {config.disk.path}, {config.disk.size} bytes, "
+                     f"{capacity.estimate(config).describe()}")
     if "virtio" in config.transports:
         v = config.virtio
         lines.append(
@@ -123,6 +124,8 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_OK
     for warning in config.warnings:
         log.warning("%s", warning)
+    if "vbd" in config.transports and config.disk.per_vm_dir is None:
+        log.info("metrics disk %s %s", config.disk.path, capacity.estimate(config).describe())
 
     try:
         disk = open_disk(config)

@@ -8,6 +8,7 @@ import time
 from dataclasses import dataclass, field
 
 from .actions import ActionRunner
+from .capacity import CapacityWatch
 from .collect import Collector
 from .config import Config
 from .disk import DiskError, MetricsDisk
@@ -87,6 +88,7 @@ class Pipeline:
         self.collector = Collector(config, self.runner, virt)
         self.renderer = Renderer()
         self.disk = disk
+        self.capacity = CapacityWatch(disk.path, disk.size) if disk is not None else None
         self.publishers: list = []
         if disk is not None:
             self.publishers.append(DiskPublisher(disk))
@@ -115,6 +117,9 @@ class Pipeline:
         clock, cpu = time.monotonic(), time.process_time()
         snapshot = await self.collector.collect()
         self.rendered = rendered = self.renderer.render(snapshot)
+        if self.capacity is not None:
+            host_bytes = len(rendered.document) - sum(len(f.data) for f in rendered.vms.values())
+            self.capacity.observe(len(rendered.document), len(rendered.vms), host_bytes)
         for publisher in self.publishers:
             try:
                 publisher.publish(rendered, snapshot)
