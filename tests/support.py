@@ -7,6 +7,7 @@ import signal
 import struct
 import subprocess
 import sys
+import tempfile
 import time
 import uuid as uuidlib
 from dataclasses import dataclass
@@ -123,7 +124,13 @@ def vhostmd(*args: str, timeout: float = 60, **kwargs) -> subprocess.CompletedPr
 
 
 def start_vhostmd(*args: str, **kwargs) -> subprocess.Popen:
-    """Start the daemon in the foreground; stderr is a pipe of text lines."""
+    """Start the daemon in the foreground; stderr is a pipe of text lines.
+
+    Without -p a pid file in a fresh temporary directory is used, so that
+    tests run as root never touch /var/run/vhostmd.pid.
+    """
+    if "-p" not in args:
+        args = (*args, "-p", os.path.join(tempfile.mkdtemp(prefix="vhostmd-test-"), "vhostmd.pid"))
     return subprocess.Popen(
         [sys.executable, "-m", "vhostmd", "-d", *args],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=daemon_env(), **kwargs,
@@ -162,3 +169,13 @@ def disk_document(path: Path) -> str:
     assert disk.busy == 0
     assert disk.sum == signed_sum(disk.content)
     return disk.content.decode()
+
+
+def process_alive(pid: int) -> bool:
+    """True while *pid* runs (a zombie awaiting its reaper counts as gone)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return False
+    state = next(line for line in status.splitlines() if line.startswith("State:"))
+    return "zombie" not in state

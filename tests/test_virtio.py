@@ -13,6 +13,7 @@ import logging
 import shutil
 import tempfile
 import time
+import uuid as uuidlib
 import xml.etree.ElementTree as ET
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -33,6 +34,7 @@ from vhostmd.virtio_channels import (
 )
 
 DEFAULT_UUID = "6695eb01-f6a4-8304-79aa-97f2502e193f"  # test:///default's domain "test"
+TEST_UUID = str(uuidlib.uuid5(uuidlib.NAMESPACE_OID, "test"))  # "test" in a node() file
 
 METRICS = (
     metric("HostName", "echo host-a")
@@ -68,7 +70,7 @@ async def running(tmp_path: Path, uri: str, *, metrics: str = METRICS, period: i
     conf = config_mod.load(conf_path)
     virt = Libvirt(uri)
     server = open_virtio(conf)
-    daemon = Daemon(conf, conf_path, virt, None, server)
+    daemon = Daemon(conf, conf_path, virt, None, virtio=server)
     task = asyncio.ensure_future(daemon.run())
     try:
         yield SimpleNamespace(daemon=daemon, server=server, channels=channels, conf_path=conf_path)
@@ -91,6 +93,12 @@ def node(tmp_path: Path, names: list[str]):
     path = tmp_path / "node.xml"
     vms = write_node(path, names)
     return f"test://{path}", vms
+
+
+def one_vm(tmp_path: Path) -> str:
+    """A node with one domain "test" (id 1, TEST_UUID), private to each connection."""
+    uri, _ = node(tmp_path, ["test"])
+    return uri
 
 
 def parse(answer: bytes) -> list[tuple[str, str, str, str | None, str | None]]:
@@ -169,6 +177,9 @@ async def test_two_vms_each_see_only_their_own_metrics(tmp_path):
         qb = await FakeQemu(d.channels, 2, "beta", old_scheme=True).start()  # domain-<id>-<name>
         ga, gb = await qa.guest(), await qb.guest()
         answer_a, answer_b = await ga.ask(), await gb.ask()
+        status = d.daemon.status(running=True)
+        (channels,) = [t.channels for t in status.transports if t.name == "virtio"]
+        assert channels.connected == 2
 
     assert answer_a.startswith(b"<metrics>\n  <metric type='string' context='host'>\n"
                                b"    <name>HostName</name>\n    <value>host-a</value>\n  </metric>\n")
@@ -183,7 +194,7 @@ async def test_two_vms_each_see_only_their_own_metrics(tmp_path):
 @async_test
 async def test_missing_metrics_are_marked_not_available(tmp_path):
     metrics = metric("HostName", "echo host-a") + metric("Broken", "exit 1", context="vm")
-    async with running(tmp_path, "test:///default", metrics=metrics) as d:
+    async with running(tmp_path, one_vm(tmp_path), metrics=metrics) as d:
         answer = await (await (await FakeQemu(d.channels, 1, "test").start()).guest()).ask()
     assert answer == (
         b"<metrics>\n"
@@ -228,13 +239,13 @@ async def test_a_directory_named_for_another_vm_gets_nothing(tmp_path, caplog):
 
 @async_test
 async def test_fragments_and_pipelined_requests(tmp_path):
-    async with running(tmp_path, "test:///default") as d:
+    async with running(tmp_path, one_vm(tmp_path)) as d:
         guest = await (await FakeQemu(d.channels, 1, "test").start()).guest()
         for piece in (b"GE", b"T /metr", b"ics/XML\r", b"\n\r", b"\n"):
             guest.send(piece)
             await asyncio.sleep(0.05)
         (answer,) = await guest.answers(1)
-        assert ("VmName", "test", "1", DEFAULT_UUID) in vm_metrics(answer)
+        assert ("VmName", "test", "1", TEST_UUID) in vm_metrics(answer)
 
         guest.send(b"GET /metrics/XML\n\nBOGUS\n\nGET /metrics/XML\r\n\r\n")
         first, invalid, last = await guest.answers(3)
@@ -245,7 +256,7 @@ async def test_fragments_and_pipelined_requests(tmp_path):
 
 @async_test
 async def test_invalid_and_over_long_requests(tmp_path):
-    async with running(tmp_path, "test:///default", extra="<rate_limit>100</rate_limit>") as d:
+    async with running(tmp_path, one_vm(tmp_path), extra="<rate_limit>100</rate_limit>") as d:
         guest = await (await FakeQemu(d.channels, 1, "test").start()).guest()
         assert await guest.ask(b"GET /metrics/JSON\n\n") == INVALID
         assert await guest.ask(b"\r\n\r\n") == INVALID
@@ -265,13 +276,13 @@ async def test_rate_limit_paces_answers(tmp_path):
     # One request every 5 s, two at once: of four requests sent together,
     # two are answered now and the others wait (none is dropped).
     extra = "<rate_limit>0.2</rate_limit><rate_burst>2</rate_burst>"
-    async with running(tmp_path, "test:///default", extra=extra) as d:
+    async with running(tmp_path, one_vm(tmp_path), extra=extra) as d:
         guest = await (await FakeQemu(d.channels, 1, "test").start()).guest()
         guest.send(REQUEST * 4)
         answers = await guest.answers(2)
         assert all(parse(a) for a in answers)
         await guest.nothing_more(1.0)  # the next token is 5 s away
-        channel = channel_of(d.server, DEFAULT_UUID)
+        channel = channel_of(d.server, TEST_UUID)
         assert len(channel._pending) == 2 and not channel.reading
         assert d.server.stats.delayed == 1 and d.server.stats.answers == 2
 
@@ -293,7 +304,7 @@ async def test_each_answer_is_built_once_per_update(tmp_path, monkeypatch):
 
     monkeypatch.setattr(virtio, "virtio_answer", counting)
     timed = metric("Now", "date +%s%N") + METRICS
-    async with running(tmp_path, "test:///default", metrics=timed, period=60) as d:
+    async with running(tmp_path, one_vm(tmp_path), metrics=timed, period=60) as d:
         guest = await (await FakeQemu(d.channels, 1, "test").start()).guest()
         guest.send(REQUEST * 5)
         first = await guest.answers(5)
@@ -336,9 +347,9 @@ async def test_a_new_socket_is_noticed_at_once(tmp_path, monkeypatch):
     # only inotify can find the socket.
     monkeypatch.setattr(virtio, "BACKOFF_INITIAL", 60.0)
     monkeypatch.setattr(virtio, "BACKOFF_MAX", 60.0)
-    async with running(tmp_path, "test:///default", period=60) as d:
-        await until(lambda: DEFAULT_UUID in d.server._vms)
-        vm = d.server._vms[DEFAULT_UUID]
+    async with running(tmp_path, one_vm(tmp_path), period=60) as d:
+        await until(lambda: TEST_UUID in d.server._vms)
+        vm = d.server._vms[TEST_UUID]
         await until(lambda: vm.retry_at > 0)  # the first scan found no channel directory
         dead_socket(d.channels, 1, "test")     # a new directory, with a dead socket...
         await until(lambda: d.server.stats.connect_failures == 1)  # ...tried at once
@@ -354,22 +365,26 @@ async def test_a_new_socket_is_noticed_at_once(tmp_path, monkeypatch):
 async def test_restarted_vm_is_connected_again_under_its_new_id(tmp_path):
     rw = libvirt.open("test:///default")
     try:
+        # The test driver's default node is shared by the connections of this
+        # process: the domain's id depends on what ran before.
+        dom = rw.lookupByName("test")
+        old_id = dom.ID()
         async with running(tmp_path, "test:///default", period=60) as d:
-            first = FakeQemu(d.channels, 1, "test")
+            first = FakeQemu(d.channels, old_id, "test")
             guest = await (await first.start()).guest()
-            assert ("VmName", "test", "1", DEFAULT_UUID) in vm_metrics(await guest.ask())
+            assert ("VmName", "test", str(old_id), DEFAULT_UUID) in vm_metrics(await guest.ask())
 
-            # QEMU exits (the daemon sees the hang-up), libvirt starts it again as id 2.
-            dom = rw.lookupByName("test")
+            # QEMU exits (the daemon sees the hang-up), libvirt starts it again.
             dom.destroy()
             await first.stop()
-            second = await FakeQemu(d.channels, 2, "test").start()
             dom.create()
-            assert dom.ID() == 2
+            new_id = dom.ID()
+            assert new_id != old_id
+            second = await FakeQemu(d.channels, new_id, "test").start()
             # One update is all it takes (no other runs: the period is 60 s).
             await d.daemon.update()
             guest = await second.guest()
-            assert ("VmName", "test", "2", DEFAULT_UUID) in vm_metrics(await guest.ask())
+            assert ("VmName", "test", str(new_id), DEFAULT_UUID) in vm_metrics(await guest.ask())
             assert first.accepted == 1
     finally:
         rw.close()
@@ -405,6 +420,8 @@ async def test_max_channels_is_enforced_with_one_warning(tmp_path, caplog):
         await qemus[0].guest()
         await qemus[1].guest()
         await qemus[2].no_connection(3.5)  # three updates
+        notes = d.server.status().channels.notes
+        assert any("max_channels 2 reached: 1 VM(s)" in note for note in notes), notes
     warnings = [r for r in caplog.records if r.name == "vhostmd.virtio_channels" and "max_channels" in r.getMessage()]
     assert len(warnings) == 1 and warnings[0].levelno == logging.WARNING
 
@@ -415,12 +432,12 @@ async def test_max_channels_is_enforced_with_one_warning(tmp_path, caplog):
 
 @async_test
 async def test_peer_hang_up_closes_the_channel(tmp_path):
-    async with running(tmp_path, "test:///default") as d:
+    async with running(tmp_path, one_vm(tmp_path)) as d:
         qemu = await FakeQemu(d.channels, 1, "test").start()
         guest = await qemu.guest()
         assert parse(await guest.ask())
         guest.hang_up()
-        await until(lambda: channel_of(d.server, DEFAULT_UUID) is None)
+        await until(lambda: channel_of(d.server, TEST_UUID) is None)
         # The VM still runs with the socket in place: connected again (after back-off).
         guest = await qemu.guest(3)
         assert parse(await guest.ask())
@@ -473,7 +490,7 @@ async def test_expiration_and_vms_that_stop(short_tmp):
 
 @async_test
 async def test_reload_with_the_same_virtio_settings_keeps_channels(tmp_path):
-    async with running(tmp_path, "test:///default", period=60) as d:
+    async with running(tmp_path, one_vm(tmp_path), period=60) as d:
         guest = await (await FakeQemu(d.channels, 1, "test").start()).guest()
         assert parse(await guest.ask())
         conf = d.conf_path.read_text().replace("echo host-a", "echo host-b")
@@ -548,7 +565,7 @@ async def test_channels_are_answered_while_an_update_is_collected(tmp_path):
         f"if [ -e {gate} ]; then touch {started}; sleep 4; touch {finished}; fi; echo s",
         attrs=' timeout="8"',
     )
-    async with running(tmp_path, "test:///default", metrics=slow + METRICS) as d:
+    async with running(tmp_path, one_vm(tmp_path), metrics=slow + METRICS) as d:
         guest = await (await FakeQemu(d.channels, 1, "test").start()).guest()
         assert parse(await guest.ask())
         gate.touch()

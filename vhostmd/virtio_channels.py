@@ -52,6 +52,7 @@ from .virtio_inotify import (
 from .model import Domain, Snapshot
 from .pipeline import PublishError
 from .render import Fragment, Rendered, virtio_answer
+from .status import ChannelStatus, TransportStatus
 from .virtio_protocol import INVALID_ANSWER, Event, RequestParser
 
 log = logging.getLogger(__name__)
@@ -318,7 +319,8 @@ class VirtioServer:
         #: inotify watches of VM directories still waiting for their socket.
         self._dir_watches: dict[int, bytes] = {}
         self._watched_dirs: dict[bytes, int] = {}
-        self._over_limit = False
+        #: VMs with metrics left without a channel by max_channels at the last scan.
+        self._over_limit = 0
         self._mismatch_warned: set[bytes] = set()
         self._dir_problem: str | None = None
 
@@ -326,6 +328,25 @@ class VirtioServer:
     def channels(self) -> int:
         """Channels open now."""
         return len(self._channels)
+
+    def status(self) -> TransportStatus:
+        """Channels open, failed attempts, requests held back by the rate limit."""
+        notes = []
+        if self._over_limit:
+            notes.append(f"max_channels {self.config.max_channels} reached: "
+                         f"{self._over_limit} VM(s) with metrics not connected")
+        if self.stats.invalid:
+            notes.append(f"{self.stats.invalid} invalid request(s) answered INVALID REQUEST")
+        return TransportStatus(
+            name=self.name,
+            channels=ChannelStatus(
+                connected=len(self._channels),
+                refused=self.stats.connect_failures,
+                rate_limited=self.stats.delayed,
+                notes=tuple(notes),
+            ),
+            errors=(self._dir_problem,) if self._dir_problem else (),
+        )
 
     # lifecycle
 
@@ -582,7 +603,7 @@ class VirtioServer:
                         self.config.max_channels, skipped)
         elif not skipped and self._over_limit:
             log.info("virtio: below max_channels again: every VM with metrics can be connected")
-        self._over_limit = bool(skipped)
+        self._over_limit = skipped
 
     def _schedule_retry(self) -> None:
         """Wake up when the earliest back-off ends."""
