@@ -11,8 +11,9 @@ runs in its own process, whose CPU time is read from /proc:
                   (the SAP metric set: 13 host and 4 VM metrics per VM, new
                   values every --period seconds): what serving channels costs.
   --mode daemon   the whole vhostmd command on libvirt's test driver with N
-                  domains (host metrics from built-ins, so no process is
-                  forked per VM): collection, rendering and channels together.
+                  domains and the metrics of the shipped configuration
+                  (built-ins: no process forked): collection, rendering and
+                  channels together.
   --mode floor    a bare asyncio server answering every read with a fixed
                   2 KiB (add_reader, recv, send): the least any asyncio
                   server can spend on this machine, for comparison.
@@ -29,6 +30,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import re
 import shutil
 import signal
 import socket
@@ -141,9 +143,9 @@ def serve_floor(channel_path: Path, channels: int) -> None:
 
 
 def daemon_config(path: Path, channel_path: Path, channels: int, period: int) -> None:
-    path.write_text(f"""<?xml version="1.0" ?>
-<vhostmd>
-  <globals>
+    """The shipped configuration (its metrics), serving channels only, under *channel_path*."""
+    shipped = (ROOT / "conf" / "vhostmd.conf").read_text()
+    globals_ = f"""<globals>
     <virtio>
       <channel_path>{channel_path}</channel_path>
       <max_channels>{channels}</max_channels>
@@ -151,13 +153,8 @@ def daemon_config(path: Path, channel_path: Path, channels: int, period: int) ->
     </virtio>
     <update_period>{period}</update_period>
     <transport>virtio</transport>
-  </globals>
-  <metrics>
-    <metric type="string" context="host"><name>HostName</name><builtin>hostname</builtin></metric>
-    <metric type="uint64" context="host"><name>Time</name><builtin>time</builtin></metric>
-  </metrics>
-</vhostmd>
-""")
+  </globals>"""
+    path.write_text(re.sub(r"<globals>.*</globals>", globals_, shipped, count=1, flags=re.DOTALL))
 
 
 def node_file(path: Path, channels: int) -> None:
@@ -298,7 +295,11 @@ async def measure(args, channels: int) -> dict:
     log = open(work / "server.log", "w+")  # a file: a full pipe would block the server
     proc = subprocess.Popen(cmd, env=env, stderr=log, text=True)
     try:
-        await asyncio.wait_for(bench.all_connected.wait(), 120)
+        deadline = time.monotonic() + 120
+        while not bench.all_connected.is_set():
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("the server under test exited or did not connect every channel")
+            await asyncio.sleep(0.1)
         asker = asyncio.ensure_future(bench.ask_loop())
         await asyncio.sleep(args.warmup)
         bench.recording = True

@@ -374,13 +374,7 @@ class VirtioServer:
         for handle in (self._retry_timer, self._expiry_timer):
             if handle is not None:
                 handle.cancel()
-        if self._inotify is not None:
-            self._loop.remove_reader(self._inotify.fd)
-            self._inotify.close()
-            self._inotify = None
-        self._top_wd = None
-        self._dir_watches.clear()
-        self._watched_dirs.clear()
+        self._close_inotify()
         for vm in self._vms.values():
             vm.channel = None
         self._vms.clear()
@@ -644,11 +638,22 @@ class VirtioServer:
             del self._dir_watches[wd]
             self._inotify.rm_watch(wd)
 
+    def _close_inotify(self) -> None:
+        if self._inotify is not None:
+            self._loop.remove_reader(self._inotify.fd)
+            self._inotify.close()
+            self._inotify = None
+        self._top_wd = None
+        self._dir_watches.clear()
+        self._watched_dirs.clear()
+
     def _on_inotify(self) -> None:
         try:
             events = self._inotify.read()
         except OSError as err:
-            log.warning("virtio: reading inotify events failed: %s", err)
+            # Not expected; without inotify, back-off retries still find sockets.
+            log.warning("virtio: reading inotify events failed (%s); not watching any more", err)
+            self._close_inotify()
             return
         wake = False
         for event in events:
