@@ -1,0 +1,26 @@
+"""Where downloaded packages and built images are kept between runs."""
+
+import os
+from pathlib import Path
+
+
+def cache_dir() -> Path:
+    """The cache root, created on first use.
+
+    VHOSTMD_E2E_CACHE wins so CI can point it at a directory it keeps;
+    otherwise the XDG cache directory, as any desktop tool would use.
+    """
+    explicit = os.environ.get("VHOSTMD_E2E_CACHE")
+    if explicit:
+        root = Path(explicit)
+    else:
+        base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+        root = Path(base) / "vhostmd-e2e"
+    root.mkdir(parents=True, exist_ok=True)
+    return root
+
+
+def subdir(name: str) -> Path:
+    path = cache_dir() / name
+    path.mkdir(parents=True, exist_ok=True)
+    return path
