@@ -62,15 +62,18 @@ section virtio-ports ls -l /dev/virtio-ports
 
 # The daemon picks a new domain up within one update period and connects
 # its channel shortly after; until then the disk lacks this guest and the
-# port is not answered, so try again for a while.
+# port is not answered, so try again, for at most DUMP_SECONDS each.
+DUMP_SECONDS=30
+uptime_s() { read -r up _ < /proc/uptime; echo "${up%%.*}"; }
 dump() {
-    local label=$1 attempt=0 rc; shift
+    local label=$1 attempt=0 rc deadline; shift
+    deadline=$(( $(uptime_s) + DUMP_SECONDS ))
     while :; do
         attempt=$((attempt + 1))
         E2E_TRACE=1 vm-dump-metrics "$@" >"/tmp/$label.out" 2>"/tmp/$label.err"
         rc=$?
         [ "$rc" = 0 ] && grep -qi "$uuid" "/tmp/$label.out" && break
-        [ "$attempt" -ge 20 ] && break
+        [ "$(uptime_s)" -ge "$deadline" ] && break
         sleep 1
     done
     section "$label" cat "/tmp/$label.out"
