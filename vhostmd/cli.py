@@ -1,0 +1,144 @@
+"""The ``vhostmd`` command line (flags as the C vhostmd's, plus --once and --check)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+from pathlib import Path
+
+from . import __version__, config as config_mod, system
+from .config import Config, ConfigError
+from .daemon import Daemon
+from .disk import DiskError
+from .pidfile import DEFAULT_PID_FILE, PidFile, PidFileError
+from .pipeline import open_disk
+from .virt import Libvirt
+
+log = logging.getLogger("vhostmd")
+
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
+
+
+class _HelpAction(argparse.Action):
+    """-h prints usage and exits 2, as the C vhostmd does."""
+
+    def __init__(self, option_strings, dest, **kwargs):
+        super().__init__(option_strings, dest, nargs=0, help="show this help and exit (status 2)")
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        parser.print_help()
+        parser.exit(EXIT_USAGE)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="vhostmd",
+        description="Virtual Host Metrics Daemon: publishes host and VM metrics to guests.",
+        add_help=False,
+    )
+    parser.add_argument("-h", "--help", action=_HelpAction)
+    parser.add_argument("-v", "--verbose", action="store_true", help="verbose messages")
+    parser.add_argument("-d", "--no-daemonize", action="store_true",
+                        help="stay in the foreground and log to stderr")
+    parser.add_argument("-c", "--connect", metavar="URI", help="libvirt URI (read-only connection)")
+    parser.add_argument("-f", "--config", metavar="FILE", type=Path, default=config_mod.DEFAULT_CONFIG,
+                        help=f"configuration file (default {config_mod.DEFAULT_CONFIG})")
+    parser.add_argument("-p", "--pid-file", metavar="FILE", type=Path,
+                        help=f"pid file (default {DEFAULT_PID_FILE} when run as root)")
+    parser.add_argument("-u", "--user", metavar="USER",
+                        help="drop root privileges to USER once the disk is open")
+    parser.add_argument("--once", action="store_true",
+                        help="run one update, publish it and exit (status 1 if it was not published)")
+    parser.add_argument("--check", action="store_true",
+                        help="validate the configuration, show what it defines and exit")
+    parser.add_argument("--version", action="version", version=f"vhostmd {__version__}")
+    return parser
+
+
+def describe(config: Config) -> str:
+    """What --check prints: the metrics and where they are published."""
+    lines = [f"configuration {config.source}: valid"]
+    lines.append(f"update period: {config.update_period} s, action timeout {config.action_timeout:g} s")
+    if "vbd" in config.transports:
+        lines.append(f"vbd: metrics disk {config.disk.path}, {config.disk.size} bytes")
+    if "virtio" in config.transports:
+        v = config.virtio
+        lines.append(
+            f"virtio: channels under {v.channel_path}, at most {v.max_channels}, "
+            f"expire after {v.expiration_time} s, {v.rate_limit:g} requests/s (burst {v.rate_burst})"
+        )
+    for context in ("host", "vm"):
+        defs = [m for m in config.metrics if m.context == context]
+        lines.append(f"{context} metrics ({len(defs)}):")
+        for m in defs:
+            source = f"builtin {m.builtin}" if m.builtin else "action"
+            names = ", ".join(v.name for v in m.outputs()) or "(elements printed by the action)"
+            lines.append(f"  {m.name} [{m.type}] {source}: {names}")
+    lines.extend(f"warning: {w}" for w in config.warnings)
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    foreground = args.no_daemonize or args.once or args.check
+    system.setup_logging(foreground=True, verbose=args.verbose)
+    try:
+        config = config_mod.load(args.config)
+    except ConfigError as err:
+        log.error("%s", err)
+        return EXIT_FAILURE
+    if args.check:
+        print(describe(config))
+        return EXIT_OK
+    for warning in config.warnings:
+        log.warning("%s", warning)
+
+    try:
+        disk = open_disk(config)
+    except DiskError as err:
+        log.error("%s", err)
+        return EXIT_FAILURE
+
+    if not foreground:
+        system.daemonize()
+        system.setup_logging(foreground=False, verbose=args.verbose)
+
+    pid_path = args.pid_file or (DEFAULT_PID_FILE if os.geteuid() == 0 and not args.once else None)
+    pid_file = PidFile(pid_path) if pid_path else None
+    try:
+        if pid_file:
+            pid_file.claim()
+        if args.user:
+            system.drop_privileges(args.user)
+    except (PidFileError, system.PrivilegeError) as err:
+        log.error("%s", err)
+        if pid_file:
+            pid_file.release()
+        return EXIT_FAILURE
+
+    virt = Libvirt(args.connect)
+    try:
+        return asyncio.run(_run(config, args, virt, disk))
+    finally:
+        virt.close()
+        if pid_file:
+            pid_file.release()
+
+
+async def _run(config: Config, args, virt: Libvirt, disk) -> int:
+    daemon = Daemon(config, args.config, virt, disk)
+    if args.once:
+        await daemon.pipeline.start()
+        try:
+            report = await daemon.update()
+        finally:
+            await daemon.pipeline.stop()
+        return EXIT_OK if report.published else EXIT_FAILURE
+    log.info("vhostmd %s started (pid %d), update period %d s",
+             __version__, os.getpid(), config.update_period)
+    await daemon.run()
+    log.info("vhostmd stopped")
+    return EXIT_OK

@@ -1,0 +1,144 @@
+"""The update loop: keeps the period, reloads on SIGHUP, stops promptly."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import signal
+from pathlib import Path
+
+from . import config as config_mod
+from .config import Config, ConfigError
+from .disk import DiskError, MetricsDisk
+from .pipeline import Pipeline, UpdateReport, open_disk
+from .virt import Libvirt
+
+log = logging.getLogger(__name__)
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT)
+
+
+class ProblemLog:
+    """Logs a problem when it appears and when it clears, not every update.
+
+    A metric that fails on every update would otherwise write the same line
+    to syslog every few seconds for as long as it fails.
+    """
+
+    def __init__(self) -> None:
+        self._active: set[str] = set()
+
+    def update(self, problems: list[str]) -> None:
+        current = set(problems)
+        for line in problems:
+            if line not in self._active:
+                log.warning("%s", line)
+        cleared = self._active - current
+        if cleared:
+            log.info("%d problem(s) cleared, e.g. %s", len(cleared), min(cleared))
+        self._active = current
+
+
+class Daemon:
+    """Runs updates every ``update_period`` until told to stop."""
+
+    def __init__(self, config: Config, config_path: Path, virt: Libvirt, disk: MetricsDisk | None):
+        self.config_path = config_path
+        self.virt = virt
+        self.pipeline = Pipeline(config, virt, disk)
+        self.last_report: UpdateReport | None = None
+        self._problems = ProblemLog()
+        self._stop = asyncio.Event()
+        self._reload = asyncio.Event()
+        self._wake = asyncio.Event()
+
+    @property
+    def config(self) -> Config:
+        return self.pipeline.config
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+
+    def request_reload(self) -> None:
+        self._reload.set()
+        self._wake.set()
+
+    async def update(self) -> UpdateReport:
+        """Run one update now and log what went wrong."""
+        report = await self.pipeline.update()
+        self._problems.update(report.problems + report.publish_errors)
+        self.last_report = report
+        log.debug(
+            "update: %d VMs, %d metrics, %d bytes, %.1f ms (%.1f ms CPU)",
+            report.vms, report.metrics, report.document_bytes,
+            report.duration * 1000, report.cpu * 1000,
+        )
+        return report
+
+    async def run(self) -> None:
+        """Update every period until stop(); SIGHUP-style reloads in between."""
+        loop = asyncio.get_running_loop()
+        for sig in STOP_SIGNALS:
+            loop.add_signal_handler(sig, self.stop)
+        loop.add_signal_handler(signal.SIGHUP, self.request_reload)
+        await self.pipeline.start()
+        try:
+            await self._loop(loop)
+        finally:
+            for sig in (*STOP_SIGNALS, signal.SIGHUP):
+                loop.remove_signal_handler(sig)
+            await self.pipeline.stop()
+
+    async def _loop(self, loop: asyncio.AbstractEventLoop) -> None:
+        due = loop.time()
+        while not self._stop.is_set():
+            if self._reload.is_set():
+                self._reload.clear()
+                await self.reload()
+            period = self.config.update_period
+            started = loop.time()
+            update = asyncio.ensure_future(self.update())
+            stopper = asyncio.ensure_future(self._stop.wait())
+            await asyncio.wait({update, stopper}, return_when=asyncio.FIRST_COMPLETED)
+            stopper.cancel()
+            if not update.done():
+                # Stopping mid-update: cancelling kills the running actions.
+                update.cancel()
+                await asyncio.gather(update, return_exceptions=True)
+                break
+            if update.exception() is not None:
+                log.error("update failed", exc_info=update.exception())
+            elapsed = loop.time() - started
+            if elapsed > period:
+                log.warning("update took %.2f s, longer than update_period %d s", elapsed, period)
+            # Next slot on the original grid: no drift when updates are slow,
+            # no burst of catch-up updates after an overrun.
+            due += period * max(1, math.ceil((loop.time() - due) / period))
+            self._wake.clear()
+            try:
+                await asyncio.wait_for(self._wake.wait(), max(0.0, due - loop.time()))
+            except asyncio.TimeoutError:
+                pass
+
+    async def reload(self) -> bool:
+        """Load the configuration file again; on any error keep the running one."""
+        log.info("reloading %s", self.config_path)
+        try:
+            new = config_mod.load(self.config_path)
+            disk = open_disk(new, self.pipeline.disk)
+        except (ConfigError, DiskError) as err:
+            log.error("reload failed, keeping the running configuration: %s", err)
+            return False
+        for warning in new.warnings:
+            log.warning("%s", warning)
+        old = self.pipeline
+        pipeline = Pipeline(new, self.virt, disk)
+        await old.stop()
+        if old.disk is not None and old.disk is not disk:
+            old.disk.close()
+        self.pipeline = pipeline
+        await pipeline.start()
+        log.info("configuration reloaded: %d metrics", len(new.metrics))
+        return True

@@ -1,0 +1,46 @@
+"""The values that flow from collection to rendering."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True, slots=True)
+class Domain:
+    """A running VM as libvirt names it."""
+
+    id: int
+    name: str
+    uuid: str
+
+
+@dataclass(frozen=True, slots=True)
+class Metric:
+    """One published value, already checked against its type."""
+
+    name: str
+    type: str
+    value: str
+    unit: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class VmMetrics:
+    """A VM and the metrics collected for it in one update."""
+
+    domain: Domain
+    metrics: tuple[Metric, ...]
+
+
+@dataclass(slots=True)
+class Snapshot:
+    """The outcome of one update: what to publish, and what went wrong."""
+
+    #: Host metrics; None when they could not be collected at all.
+    host: tuple[Metric, ...] | None
+    #: Per-VM metrics, in libvirt's domain id order.
+    vms: tuple[VmMetrics, ...] = ()
+    #: One line per metric or source that failed in this update.
+    problems: list[str] = field(default_factory=list)
+    #: Whether the VM list is known (False while libvirt is unreachable).
+    vms_known: bool = True

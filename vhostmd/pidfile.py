@@ -1,0 +1,81 @@
+"""The pid file: created exclusively, a stale one replaced with a warning."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+from .files import FileRefused, open_regular
+
+log = logging.getLogger(__name__)
+
+PID_MODE = 0o644
+DEFAULT_PID_FILE = Path("/var/run/vhostmd.pid")
+
+
+class PidFileError(Exception):
+    """The pid file cannot be claimed; the message says why."""
+
+
+class PidFile:
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self._pid: int | None = None
+
+    def claim(self, pid: int | None = None) -> None:
+        """Create the file holding *pid* (ours by default); refuse if it is taken."""
+        pid = pid or os.getpid()
+        for _ in range(2):
+            try:
+                fd = open_regular(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PID_MODE)
+            except FileRefused as err:
+                if not isinstance(err.__cause__, FileExistsError):
+                    raise PidFileError(f"pid file: {err}") from None
+                self._replace_stale()
+                continue
+            with os.fdopen(fd, "w") as f:
+                f.write(f"{pid}\n")
+            self._pid = pid
+            return
+        raise PidFileError(f"pid file {self.path} keeps reappearing; another vhostmd starting?")
+
+    def _replace_stale(self) -> None:
+        try:
+            fd = open_regular(self.path, os.O_RDONLY, 0)
+        except FileRefused as err:
+            raise PidFileError(f"pid file: {err}") from None
+        with os.fdopen(fd) as f:
+            text = f.read(64).strip()
+        try:
+            other = int(text)
+        except ValueError:
+            other = None
+        if other is not None and other > 0 and _alive(other):
+            raise PidFileError(f"pid file {self.path}: vhostmd is already running as pid {other}")
+        log.warning("replacing stale pid file %s (pid %s is gone)", self.path, text or "?")
+        try:
+            self.path.unlink()
+        except FileNotFoundError:
+            pass
+
+    def release(self) -> None:
+        """Remove the file if it still holds our pid."""
+        if self._pid is None:
+            return
+        try:
+            if self.path.read_text().strip() == str(self._pid):
+                self.path.unlink()
+        except OSError as err:
+            log.warning("cannot remove pid file %s: %s", self.path, err.strerror)
+        self._pid = None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

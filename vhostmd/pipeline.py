@@ -1,0 +1,114 @@
+"""One configuration's chain: collect → render → publish, once per update."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+
+from .actions import ActionRunner
+from .collect import Collector
+from .config import Config
+from .disk import DiskError, MetricsDisk
+from .model import Snapshot
+from .render import Rendered, Renderer
+from .virt import Libvirt
+
+log = logging.getLogger(__name__)
+
+
+class PublishError(Exception):
+    """A transport could not publish this update; the message says why."""
+
+
+class DiskPublisher:
+    """Publishes the whole document to the shared metrics disk."""
+
+    name = "vbd"
+
+    def __init__(self, disk: MetricsDisk):
+        self.disk = disk
+
+    def publish(self, rendered: Rendered, snapshot: Snapshot) -> None:
+        try:
+            self.disk.publish(rendered.document, rendered.document_sum)
+        except DiskError as err:
+            raise PublishError(str(err)) from None
+
+    async def start(self) -> None:
+        pass
+
+    async def stop(self) -> None:
+        pass
+
+
+@dataclass(slots=True)
+class UpdateReport:
+    """What one update did, for logs and status."""
+
+    started: float
+    duration: float = 0.0
+    cpu: float = 0.0
+    vms: int = 0
+    metrics: int = 0
+    document_bytes: int = 0
+    problems: list[str] = field(default_factory=list)
+    publish_errors: list[str] = field(default_factory=list)
+
+    @property
+    def published(self) -> bool:
+        return not self.publish_errors
+
+
+class Pipeline:
+    """The collector, renderer and transports built from one Config."""
+
+    def __init__(self, config: Config, virt: Libvirt, disk: MetricsDisk | None):
+        self.config = config
+        env = dict(os.environ)
+        if config.search_path:
+            env["PATH"] = config.search_path
+        self.runner = ActionRunner(env)
+        self.collector = Collector(config, self.runner, virt)
+        self.renderer = Renderer()
+        self.disk = disk
+        self.publishers: list = []
+        if disk is not None:
+            self.publishers.append(DiskPublisher(disk))
+        self.rendered: Rendered | None = None
+
+    async def start(self) -> None:
+        for publisher in self.publishers:
+            await publisher.start()
+
+    async def stop(self) -> None:
+        for publisher in self.publishers:
+            await publisher.stop()
+
+    async def update(self) -> UpdateReport:
+        report = UpdateReport(started=time.time())
+        clock, cpu = time.monotonic(), time.process_time()
+        snapshot = await self.collector.collect()
+        self.rendered = rendered = self.renderer.render(snapshot)
+        for publisher in self.publishers:
+            try:
+                publisher.publish(rendered, snapshot)
+            except PublishError as err:
+                report.publish_errors.append(str(err))
+        report.duration = time.monotonic() - clock
+        report.cpu = time.process_time() - cpu
+        report.vms = len(snapshot.vms)
+        report.metrics = len(snapshot.host or ()) + sum(len(vm.metrics) for vm in snapshot.vms)
+        report.document_bytes = len(rendered.document)
+        report.problems = snapshot.problems
+        return report
+
+
+def open_disk(config: Config, current: MetricsDisk | None = None) -> MetricsDisk | None:
+    """The disk *config* asks for, reusing *current* when it is the same one."""
+    if "vbd" not in config.transports:
+        return None
+    if current is not None and current.path == config.disk.path and current.size == config.disk.size:
+        return current
+    return MetricsDisk(config.disk.path, config.disk.size)

@@ -1,0 +1,147 @@
+"""Rendering metrics into the document the guests read.
+
+The shape is the C daemon's (two-space indentation, single-quoted attributes
+in the order type, context, id, uuid, unit), with names, values and
+attributes XML-escaped. Rendering is split into fragments (the host's, then
+one per VM) so that an update re-renders only the VMs whose values changed,
+and so that a virtio answer is the host fragment plus one VM's fragment.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from . import disk_format
+from .model import Domain, Metric, Snapshot, VmMetrics
+
+DOCUMENT_START = b"<metrics>\n"
+DOCUMENT_END = b"</metrics>\n"
+#: A virtio answer ends with a blank line: that is how the guest knows it is whole.
+ANSWER_END = b"</metrics>\n\n"
+HOST_UNAVAILABLE = b"  <!-- host metrics not available -->\n"
+VM_UNAVAILABLE = b"  <!-- VM metrics not available -->\n"
+
+_TEXT_ESCAPES = str.maketrans({"&": "&amp;", "<": "&lt;", ">": "&gt;"})
+_ATTR_ESCAPES = str.maketrans({"&": "&amp;", "<": "&lt;", ">": "&gt;", "'": "&apos;", '"': "&quot;"})
+
+
+def escape_text(text: str) -> str:
+    return text.translate(_TEXT_ESCAPES)
+
+
+def escape_attr(text: str) -> str:
+    return text.translate(_ATTR_ESCAPES)
+
+
+def metric_element(metric: Metric, context: str, domain: Domain | None = None) -> str:
+    """One ``<metric>`` element, indented as the C daemon indents it."""
+    attrs = f"type='{metric.type}' context='{context}'"
+    if domain is not None:
+        attrs += f" id='{domain.id}' uuid='{escape_attr(domain.uuid)}'"
+    if metric.unit:
+        attrs += f" unit='{escape_attr(metric.unit)}'"
+    return (
+        f"  <metric {attrs}>\n"
+        f"    <name>{escape_text(metric.name)}</name>\n"
+        f"    <value>{escape_text(metric.value)}</value>\n"
+        f"  </metric>\n"
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Fragment:
+    """Rendered bytes and their disk checksum (sums of parts add up)."""
+
+    data: bytes
+    sum: int
+
+    @classmethod
+    def of(cls, data: bytes) -> "Fragment":
+        return cls(data, disk_format.checksum(data))
+
+
+_START = Fragment.of(DOCUMENT_START)
+_END = Fragment.of(DOCUMENT_END)
+
+
+def render_host(metrics: tuple[Metric, ...]) -> Fragment:
+    return Fragment.of("".join(metric_element(m, "host") for m in metrics).encode())
+
+
+def render_vm(vm: VmMetrics) -> Fragment:
+    return Fragment.of(
+        "".join(metric_element(m, "vm", vm.domain) for m in vm.metrics).encode()
+    )
+
+
+@dataclass(slots=True)
+class Rendered:
+    """One update's output: the whole document and each VM's virtio answer."""
+
+    host: Fragment | None
+    #: VM fragments by UUID, in document order.
+    vms: dict[str, Fragment]
+    domains: dict[str, Domain]
+    document: bytes
+    document_sum: int
+    _answers: dict[str, bytes] = field(default_factory=dict)
+
+    def answer(self, uuid: str) -> bytes:
+        """The virtio answer for the VM *uuid*, built on first use and kept."""
+        answer = self._answers.get(uuid)
+        if answer is None:
+            host = self.host.data if self.host is not None else HOST_UNAVAILABLE
+            vm = self.vms.get(uuid)
+            answer = b"".join(
+                (DOCUMENT_START, host, vm.data if vm is not None else VM_UNAVAILABLE, ANSWER_END)
+            )
+            self._answers[uuid] = answer
+        return answer
+
+    def document_for(self, uuid: str) -> tuple[bytes, int]:
+        """A document holding the host metrics and only VM *uuid*'s, with its sum."""
+        parts = [_START]
+        if self.host is not None:
+            parts.append(self.host)
+        if uuid in self.vms:
+            parts.append(self.vms[uuid])
+        parts.append(_END)
+        return (
+            b"".join(p.data for p in parts),
+            disk_format.combine(*(p.sum for p in parts)),
+        )
+
+
+#: The answer a channel gives before the first update has been rendered.
+UNAVAILABLE_ANSWER = DOCUMENT_START + HOST_UNAVAILABLE + VM_UNAVAILABLE + ANSWER_END
+
+
+class Renderer:
+    """Renders snapshots, reusing each VM's fragment while its values stay the same."""
+
+    def __init__(self) -> None:
+        self._host: tuple[tuple[Metric, ...], Fragment] | None = None
+        self._vms: dict[str, tuple[VmMetrics, Fragment]] = {}
+
+    def render(self, snapshot: Snapshot) -> Rendered:
+        host: Fragment | None = None
+        if snapshot.host is not None:
+            if self._host is None or self._host[0] != snapshot.host:
+                self._host = (snapshot.host, render_host(snapshot.host))
+            host = self._host[1]
+        cache: dict[str, tuple[VmMetrics, Fragment]] = {}
+        for vm in snapshot.vms:
+            # Frozen dataclasses compare by value: an unchanged VM (same id,
+            # name, uuid and values) keeps its rendered bytes and checksum.
+            old = self._vms.get(vm.domain.uuid)
+            cache[vm.domain.uuid] = old if old is not None and old[0] == vm else (vm, render_vm(vm))
+        self._vms = cache
+        vm_fragments = {uuid: frag for uuid, (_, frag) in cache.items()}
+        parts = [_START, *([host] if host is not None else []), *vm_fragments.values(), _END]
+        return Rendered(
+            host=host,
+            vms=vm_fragments,
+            domains={uuid: vm.domain for uuid, (vm, _) in cache.items()},
+            document=b"".join(p.data for p in parts),
+            document_sum=disk_format.combine(*(p.sum for p in parts)),
+        )
