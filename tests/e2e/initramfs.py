@@ -14,15 +14,13 @@ import os
 import shutil
 import subprocess
 import tempfile
-import tomllib
 from pathlib import Path
 
-from . import guest_python, kernel as kernel_mod
+from . import guest_install, guest_python, kernel as kernel_mod
 from .cache import subdir
 from .cpio import CpioWriter
 
 HERE = Path(__file__).resolve().parent
-REPO = HERE.parent.parent
 BUSYBOX = Path("/bin/busybox")
 SITE_PACKAGES = "usr/lib/python3/dist-packages"
 MODULES_LIST = "etc/e2e/modules"
@@ -116,32 +114,8 @@ def base_image(kern: kernel_mod.Kernel, python: guest_python.GuestPython) -> Pat
     return out
 
 
-def guest_package_source() -> tuple[Path, dict] | None:
-    """The guest distribution of this checkout: (package directory, pyproject), if present."""
-    pyproject = REPO / "guest" / "pyproject.toml"
-    if not pyproject.exists():
-        return None
-    meta = tomllib.loads(pyproject.read_text())
-    for candidate in (REPO / "guest" / "vhostmd_guest", REPO / "guest" / "src" / "vhostmd_guest"):
-        if (candidate / "__init__.py").exists():
-            return candidate, meta
-    raise RuntimeError("guest/pyproject.toml exists but no vhostmd_guest package was found")
-
-
-def _launcher(entry_point: str) -> bytes:
-    """What pip writes for a console script."""
-    module, func = entry_point.split(":")
-    return (
-        f"#!/usr/bin/python{guest_python.VERSION}\n"
-        "import sys\n"
-        f"from {module} import {func}\n"
-        "if __name__ == '__main__':\n"
-        f"    sys.exit({func}())\n"
-    ).encode()
-
-
 def overlay_image(python: guest_python.GuestPython) -> bytes:
-    """/init, the trace hook and this checkout's guest package, installed as pip would."""
+    """/init, the trace hook and this checkout's guest package, installed by pip."""
     buf = io.BytesIO()
     archive = CpioWriter(buf)
     archive.file("init", (HERE / "guest_init.sh").read_bytes(), 0o755)
@@ -151,25 +125,12 @@ def overlay_image(python: guest_python.GuestPython) -> bytes:
         site = staging / SITE_PACKAGES
         site.mkdir(parents=True)
         shutil.copyfile(HERE / "guest_sitecustomize.py", site / "sitecustomize.py")
-        found = guest_package_source()
-        if found is None:
-            launcher = (HERE / "standin_vm_dump_metrics.py").read_bytes()
-            launcher = f"#!/usr/bin/python{guest_python.VERSION}\n".encode() + launcher
-            archive.file("usr/bin/vm-dump-metrics", launcher, 0o755)
+        interpreter = f"/usr/bin/python{guest_python.VERSION}"
+        if guest_install.present():
+            guest_install.install_into(site, staging / "usr" / "bin", interpreter)
         else:
-            package, meta = found
-            shutil.copytree(package, site / package.name,
-                            ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-            project = meta["project"]
-            dist = site / f"{project['name'].replace('-', '_')}-{project['version']}.dist-info"
-            dist.mkdir()
-            (dist / "METADATA").write_text(
-                f"Metadata-Version: 2.1\nName: {project['name']}\nVersion: {project['version']}\n")
-            scripts = project.get("scripts", {})
-            (dist / "entry_points.txt").write_text(
-                "[console_scripts]\n" + "".join(f"{k} = {v}\n" for k, v in scripts.items()))
-            for name, entry in scripts.items():
-                archive.file(f"usr/bin/{name}", _launcher(entry), 0o755)
+            launcher = (HERE / "standin_vm_dump_metrics.py").read_bytes()
+            archive.file("usr/bin/vm-dump-metrics", f"#!{interpreter}\n".encode() + launcher, 0o755)
         _compile(python, staging / SITE_PACKAGES, staging)
         _add_tree(archive, staging)
     archive.close()

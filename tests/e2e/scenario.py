@@ -101,6 +101,7 @@ def run(keep: Path) -> Outcome:
         conn = virt.connect()
         for guest in guests:
             domains.define_and_start(conn, guest, files)
+        timings["domains started"] = time.monotonic() - step
         outcome.channel_sockets = sorted(virt.channel_target.glob("*/*"))
         outcome.still_running = domains.wait_until_off(guests, BOOT_TIMEOUT)
         timings["guests"] = time.monotonic() - step

@@ -73,8 +73,11 @@ def test_disk_found_by_scanning_sys_block_and_read_with_o_direct(guest):
     disks = [f"/dev/{name}" for name in guest.report.section("sys-block").split()]
     opened = [line.split()[2] for line in trace if line.startswith("E2E-TRACE open ")]
     assert set(opened) <= set(disks), f"opened something /sys/block did not name: {opened}"
-    direct = [line for line in trace if line.startswith("E2E-TRACE open /dev/vd") and "o_direct=yes" in line]
-    assert direct, f"the metrics disk was not opened with O_DIRECT:\n{log}"
+    disk_opens = [line for line in trace if line.startswith("E2E-TRACE open /dev/vd")]
+    assert disk_opens, f"no virtio disk was opened:\n{log}"
+    # The tool falls back to buffered reads where O_DIRECT is refused; a
+    # virtio disk accepts it, so every open of it must have used it.
+    assert all("o_direct=yes" in line for line in disk_opens), log
 
 
 def test_disk_document_holds_host_and_own_vm_metrics(guest, outcome):
