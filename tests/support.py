@@ -169,3 +169,13 @@ def disk_document(path: Path) -> str:
     assert disk.busy == 0
     assert disk.sum == signed_sum(disk.content)
     return disk.content.decode()
+
+
+def process_alive(pid: int) -> bool:
+    """True while *pid* runs (a zombie awaiting its reaper counts as gone)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return False
+    state = next(line for line in status.splitlines() if line.startswith("State:"))
+    return "zombie" not in state
