@@ -22,10 +22,6 @@ _IGNORED = shutil.ignore_patterns(
     "__pycache__", "*.pyc", "build", "dist", "*.egg-info", ".hypothesis", ".pytest_cache")
 
 
-def present() -> bool:
-    return (SOURCE / "pyproject.toml").exists() or (SOURCE / "setup.py").exists()
-
-
 def _content_key() -> str:
     """A hash of the files that would be copied for the build, names and contents."""
     digest = hashlib.sha256()

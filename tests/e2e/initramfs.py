@@ -125,12 +125,7 @@ def overlay_image(python: guest_python.GuestPython) -> bytes:
         site = staging / SITE_PACKAGES
         site.mkdir(parents=True)
         shutil.copyfile(HERE / "guest_sitecustomize.py", site / "sitecustomize.py")
-        interpreter = f"/usr/bin/python{guest_python.VERSION}"
-        if guest_install.present():
-            guest_install.install_into(site, staging / "usr" / "bin", interpreter)
-        else:
-            launcher = (HERE / "standin_vm_dump_metrics.py").read_bytes()
-            archive.file("usr/bin/vm-dump-metrics", f"#!{interpreter}\n".encode() + launcher, 0o755)
+        guest_install.install_into(site, staging / "usr" / "bin", f"/usr/bin/python{guest_python.VERSION}")
         _compile(python, staging / SITE_PACKAGES, staging)
         _add_tree(archive, staging)
     archive.close()
