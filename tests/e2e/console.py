@@ -4,7 +4,7 @@ import re
 from dataclasses import dataclass, field
 
 _SECTION = re.compile(r"^@@E2E BEGIN (\S+)@@\n(.*?)\n@@E2E END \1@@$", re.S | re.M)
-_RESULT = re.compile(r"^@@E2E RESULT (\S+) rc=(\d+) attempts=(\d+)@@$", re.M)
+_RESULT = re.compile(r"^@@E2E RESULT (\S+) rc=(\d+) attempts=(\d+)[^@]*@@$", re.M)
 
 
 @dataclass
@@ -29,5 +29,5 @@ def parse(raw: bytes) -> ConsoleReport:
         report.sections[match.group(1)] = match.group(2)
     for match in _RESULT.finditer(text):
         report.results[match.group(1)] = (int(match.group(2)), int(match.group(3)))
-    report.done = "@@E2E DONE@@" in text
+    report.done = re.search(r"^@@E2E DONE[^@]*@@$", text, re.M) is not None
     return report

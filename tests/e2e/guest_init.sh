@@ -14,6 +14,8 @@ mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev
 
 say() { echo "@@E2E $*@@"; }
+# Seconds since boot at each step, to see where a slow boot spends its time.
+at() { read -r up _ < /proc/uptime; say "AT $1 $up"; }
 
 # A section is the BEGIN line, the output, one added newline (so END is on
 # a line of its own even after output without a final newline), the END line.
@@ -39,6 +41,7 @@ wait_for() {
 while read -r module; do
     insmod "$module" || say "INSMOD-FAILED $module"
 done < /etc/e2e/modules
+at modules-loaded
 
 # The disk: some virtio block device appears in /sys/block.
 wait_for 'ls /sys/block | grep -q ^vd' 50 || say "NO-VIRTIO-DISK"
@@ -55,6 +58,7 @@ for port in /sys/class/virtio-ports/*; do
     [ -s "$port/name" ] && ln -sf "../${port##*/}" "/dev/virtio-ports/$(cat "$port/name")"
 done
 
+at devices-ready
 uuid=$(cat /sys/class/dmi/id/product_uuid 2>/dev/null)
 section uuid echo "$uuid"
 section sys-block ls /sys/block
@@ -78,13 +82,15 @@ dump() {
     done
     section "$label" cat "/tmp/$label.out"
     section "$label-log" cat "/tmp/$label.err"
-    say "RESULT $label rc=$rc attempts=$attempt"
+    read -r up _ < /proc/uptime
+    say "RESULT $label rc=$rc attempts=$attempt uptime=$up"
 }
 
 dump vbd -v --vbd
 dump virtio -v --virtio
 
-say DONE
+read -r up _ < /proc/uptime
+say "DONE uptime=$up"
 poweroff -f
 # Only if ACPI power-off failed: a panic, which on_crash turns into an end too.
 echo o > /proc/sysrq-trigger
