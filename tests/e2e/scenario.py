@@ -61,33 +61,32 @@ def run(keep: Path) -> Outcome:
 
     # Short path under /tmp: the channel sockets' paths must fit in 108 bytes.
     top = Path(tempfile.mkdtemp(prefix="vme2e-", dir="/tmp"))
-    top.chmod(0o755)
-    images = top / "img"
-    images.mkdir(mode=0o755)
-    consoles = top / "con"
-    consoles.mkdir(mode=0o755)
-    if os.geteuid() == 0:
-        os.chown(consoles, account.uid, account.gid)
-    disk = top / "disk" / "vhostmd0"
-    disk.parent.mkdir(mode=0o755)
-
-    step = time.monotonic()
-    files = domains.GuestFiles(
-        kernel=_readable_copy(kern.vmlinuz, images / "vmlinuz"),
-        initrd=initramfs.build(kern, python, images / "initrd.img"),
-        metrics_disk=disk,
-    )
-    files.initrd.chmod(0o644)
-    timings["initramfs"] = time.monotonic() - step
-
     virt = libvirtd.SessionLibvirtd(top, account)
     token = secrets.token_hex(8)
     config = top / "vhostmd.conf"
-    config.write_text(daemon.config_xml(disk, virt.channel_target, token))
+    disk = top / "disk" / "vhostmd0"
     vhostmd = daemon.Daemon(config, virt.uri, top / "vhostmd.log")
     outcome = Outcome(token=token, hostname=socket.gethostname(), channel_target=virt.channel_target)
-    guests = [domains.Guest(name, consoles / f"{name}.log") for name in GUEST_NAMES]
+    guests = [domains.Guest(name, top / "con" / f"{name}.log") for name in GUEST_NAMES]
     try:
+        top.chmod(0o755)
+        for d in ("img", "con", "disk"):
+            (top / d).mkdir(mode=0o755)
+        if os.geteuid() == 0:
+            # QEMU, as the account, writes the console logs.
+            os.chown(top / "con", account.uid, account.gid)
+
+        step = time.monotonic()
+        files = domains.GuestFiles(
+            kernel=_readable_copy(kern.vmlinuz, top / "img" / "vmlinuz"),
+            initrd=initramfs.build(kern, python, top / "img" / "initrd.img"),
+            metrics_disk=disk,
+        )
+        files.initrd.chmod(0o644)
+        timings["initramfs"] = time.monotonic() - step
+
+        config.write_text(daemon.config_xml(disk, virt.channel_target, token))
+
         step = time.monotonic()
         virt.start()
         timings["libvirtd"] = time.monotonic() - step
@@ -116,7 +115,8 @@ def run(keep: Path) -> Outcome:
         shutil.rmtree(top, ignore_errors=True)
 
     for guest in guests:
-        raw = (keep / guest.console_log.name).read_bytes() if (keep / guest.console_log.name).exists() else b""
+        kept = keep / guest.console_log.name
+        raw = kept.read_bytes() if kept.exists() else b""
         outcome.guests.append(GuestResult(guest.name, guest.uuid, guest.id, console.parse(raw)))
     timings["total"] = time.monotonic() - clock
     outcome.timings = timings

@@ -96,7 +96,7 @@ def test_disk_is_shared_by_all_guests(guest, outcome):
 def test_virtio_answer_holds_host_and_only_own_vm_metrics(guest, outcome):
     rc, _ = guest.report.results["virtio"]
     answer = guest.report.section("virtio")
-    assert rc == 0, guest.report.section("virtio-log")
+    assert rc == 0, guest.report.section("virtio-log") + "\nvhostmd:\n" + outcome.daemon_log[-3000:]
     assert answer.startswith("<metrics>\n") and answer.endswith("</metrics>\n\n"), repr(answer[-200:])
     items = metrics(answer)
     check_host_metrics(items, outcome)
