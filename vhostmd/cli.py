@@ -6,15 +6,18 @@ import argparse
 import asyncio
 import logging
 import os
+import pwd
 import sys
 from pathlib import Path
 
-from . import __version__, config as config_mod, system
+from . import __version__, capacity, config as config_mod, per_vm_disks, status as status_mod, system
 from .config import Config, ConfigError
 from .daemon import Daemon
 from .disk import DiskError
 from .pidfile import DEFAULT_PID_FILE, PidFile, PidFileError
 from .pipeline import open_disk
+from .sdnotify import Notifier
+from .status import StatusFile
 from .virt import Libvirt
 
 log = logging.getLogger("vhostmd")
@@ -50,6 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help=f"pid file (default {DEFAULT_PID_FILE} when run as root)")
     parser.add_argument("-u", "--user", metavar="USER",
                         help="drop root privileges to USER once the disk is open")
+    parser.add_argument("--status-file", metavar="FILE", type=Path,
+                        help=f"state file for 'vhostmd status' (default {status_mod.DEFAULT_STATUS_FILE} "
+                             "when run as root)")
     parser.add_argument("--once", action="store_true",
                         help="run one update, publish it and exit (status 1 if it was not published)")
     parser.add_argument("--check", action="store_true",
@@ -62,8 +68,11 @@ def describe(config: Config) -> str:
     """What --check prints: the metrics and where they are published."""
     lines = [f"configuration {config.source}: valid"]
     lines.append(f"update period: {config.update_period} s, action timeout {config.action_timeout:g} s")
-    if "vbd" in config.transports:
-        lines.append(f"vbd: metrics disk {config.disk.path}, {config.disk.size} bytes")
+    if "vbd" in config.transports and config.disk.per_vm_dir is not None:
+        lines.append(f"vbd: one metrics disk per VM in {config.disk.per_vm_dir}, {config.disk.size} bytes each")
+    elif "vbd" in config.transports:
+        lines.append(f"vbd: metrics disk {config.disk.path}, {config.disk.size} bytes, "
+                     f"{capacity.estimate(config).describe()}")
     if "virtio" in config.transports:
         v = config.virtio
         lines.append(
@@ -81,7 +90,27 @@ def describe(config: Config) -> str:
     return "\n".join(lines)
 
 
+def _attach(argv: list[str]) -> int:
+    from . import attach  # imported on use: the daemon never needs it
+
+    return attach.main_attach(argv)
+
+
+def _detach(argv: list[str]) -> int:
+    from . import attach
+
+    return attach.main_detach(argv)
+
+
+SUBCOMMANDS = {"status": status_mod.main, "attach": _attach, "detach": _detach}
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    # A first word naming a subcommand selects it; anything else is the
+    # daemon's flag-only command line, as in the C vhostmd.
+    if argv and argv[0] in SUBCOMMANDS:
+        return SUBCOMMANDS[argv[0]](argv[1:])
     args = build_parser().parse_args(argv)
     foreground = args.no_daemonize or args.once or args.check
     system.setup_logging(foreground=True, verbose=args.verbose)
@@ -95,11 +124,31 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_OK
     for warning in config.warnings:
         log.warning("%s", warning)
+    if "vbd" in config.transports and config.disk.per_vm_dir is None:
+        log.info("metrics disk %s %s", config.disk.path, capacity.estimate(config).describe())
 
     try:
         disk = open_disk(config)
     except DiskError as err:
         log.error("%s", err)
+        return EXIT_FAILURE
+
+    status_path = args.status_file or (
+        status_mod.DEFAULT_STATUS_FILE if os.geteuid() == 0 and not args.once else None
+    )
+    status_file = StatusFile(status_path) if status_path else None
+    try:
+        owner = _uid(args.user)
+        if status_file is not None:
+            status_file.prepare(owner)
+        if "vbd" in config.transports and config.disk.per_vm_dir is not None:
+            per_vm_disks.prepare_directory(config.disk.per_vm_dir, owner)
+    except system.PrivilegeError as err:
+        log.error("%s", err)
+        return EXIT_FAILURE
+    except OSError as err:
+        where = f"{err.filename}: " if err.filename else ""
+        log.error("%s%s", where, err.strerror or err)
         return EXIT_FAILURE
 
     if not foreground:
@@ -121,21 +170,33 @@ def main(argv: list[str] | None = None) -> int:
 
     virt = Libvirt(args.connect)
     try:
-        return asyncio.run(_run(config, args, virt, disk))
+        return asyncio.run(_run(config, args, virt, disk, status_file))
     finally:
         virt.close()
         if pid_file:
             pid_file.release()
 
 
-async def _run(config: Config, args, virt: Libvirt, disk) -> int:
-    daemon = Daemon(config, args.config, virt, disk)
+def _uid(user: str | None) -> int | None:
+    """The uid of -u USER, who must own what the daemon writes after dropping root."""
+    if user is None or os.geteuid() != 0:
+        return None
+    try:
+        return pwd.getpwnam(user).pw_uid
+    except KeyError:
+        raise system.PrivilegeError(f"no such user {user!r}") from None
+
+
+async def _run(config: Config, args, virt: Libvirt, disk, status_file: StatusFile | None) -> int:
+    daemon = Daemon(config, args.config, virt, disk, status_file, Notifier.from_environment())
     if args.once:
         await daemon.pipeline.start()
         try:
             report = await daemon.update()
         finally:
             await daemon.pipeline.stop()
+        if status_file is not None:
+            status_file.write(daemon.status(running=False))
         return EXIT_OK if report.published else EXIT_FAILURE
     log.info("vhostmd %s started (pid %d), update period %d s",
              __version__, os.getpid(), config.update_period)

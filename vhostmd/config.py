@@ -367,6 +367,10 @@ class _Interpreter:
                     f"builtin {builtin!r} gives {builtins.REGISTRY[builtin].values} value(s); "
                     f"metric {name!r} of type {type_} takes {wanted or 'none'}",
                 )
+            for out in metric.outputs():
+                why = builtins.REGISTRY[builtin].type_error(out.type)
+                if why:
+                    raise self.error(builtin_elem, f"metric {name!r}: {why}")
         return metric
 
 

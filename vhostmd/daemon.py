@@ -5,13 +5,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import os
 import signal
+import time
 from pathlib import Path
 
 from . import config as config_mod
 from .config import Config, ConfigError
 from .disk import DiskError, MetricsDisk
 from .pipeline import Pipeline, UpdateReport, open_disk
+from .sdnotify import Notifier
+from .status import DaemonStatus, StatusFile, UpdateStatus, summary
 from .virt import Libvirt
 
 log = logging.getLogger(__name__)
@@ -43,11 +47,17 @@ class ProblemLog:
 class Daemon:
     """Runs updates every ``update_period`` until told to stop."""
 
-    def __init__(self, config: Config, config_path: Path, virt: Libvirt, disk: MetricsDisk | None):
+    def __init__(
+        self, config: Config, config_path: Path, virt: Libvirt, disk: MetricsDisk | None,
+        status_file: StatusFile | None = None, notifier: Notifier | None = None,
+    ):
         self.config_path = config_path
         self.virt = virt
         self.pipeline = Pipeline(config, virt, disk)
         self.last_report: UpdateReport | None = None
+        self.status_file = status_file
+        self.notifier = notifier or Notifier(None)
+        self.started = time.time()
         self._problems = ProblemLog()
         self._stop = asyncio.Event()
         self._reload = asyncio.Event()
@@ -70,12 +80,44 @@ class Daemon:
         report = await self.pipeline.update()
         self._problems.update(report.problems + report.publish_errors)
         self.last_report = report
+        self._report_status()
         log.debug(
             "update: %d VMs, %d metrics, %d bytes, %.1f ms (%.1f ms CPU)",
             report.vms, report.metrics, report.document_bytes,
             report.duration * 1000, report.cpu * 1000,
         )
         return report
+
+    def status(self, running: bool = True) -> DaemonStatus:
+        """The daemon's state as ``vhostmd status`` shows it."""
+        report = self.last_report
+        return DaemonStatus(
+            pid=os.getpid(),
+            started=self.started,
+            written=time.time(),
+            config=str(self.config_path),
+            update_period=self.config.update_period,
+            running=running,
+            last_update=UpdateStatus(
+                started=report.started, duration=report.duration, cpu=report.cpu,
+                vms=report.vms, metrics=report.metrics, document_bytes=report.document_bytes,
+                published=report.published, failures=tuple(report.problems),
+                publish_errors=tuple(report.publish_errors),
+            ) if report is not None else None,
+            transports=self.pipeline.status(),
+        )
+
+    def _report_status(self, running: bool = True) -> None:
+        status = self.status(running)
+        if self.status_file is not None:
+            self.status_file.write(status)
+        if running and status.last_update is not None:
+            text = summary(status.last_update)
+            # Ready once something was published: guests can read metrics.
+            if not self.notifier.ready_sent and status.last_update.published:
+                self.notifier.ready(text)
+            else:
+                self.notifier.status(text)
 
     async def run(self) -> None:
         """Update every period until stop(); SIGHUP-style reloads in between."""
@@ -87,9 +129,12 @@ class Daemon:
         try:
             await self._loop(loop)
         finally:
+            self.notifier.stopping()
             for sig in (*STOP_SIGNALS, signal.SIGHUP):
                 loop.remove_signal_handler(sig)
             await self.pipeline.stop()
+            if self.status_file is not None:
+                self.status_file.write(self.status(running=False))
 
     async def _loop(self, loop: asyncio.AbstractEventLoop) -> None:
         due = loop.time()
@@ -125,11 +170,14 @@ class Daemon:
     async def reload(self) -> bool:
         """Load the configuration file again; on any error keep the running one."""
         log.info("reloading %s", self.config_path)
+        if self.notifier.ready_sent:
+            self.notifier.reloading()
         try:
             new = config_mod.load(self.config_path)
             disk = open_disk(new, self.pipeline.disk)
         except (ConfigError, DiskError) as err:
             log.error("reload failed, keeping the running configuration: %s", err)
+            self._ready_again(f"reload failed, running configuration kept: {err}")
             return False
         for warning in new.warnings:
             log.warning("%s", warning)
@@ -141,4 +189,10 @@ class Daemon:
         self.pipeline = pipeline
         await pipeline.start()
         log.info("configuration reloaded: %d metrics", len(new.metrics))
+        self._ready_again(f"configuration reloaded: {len(new.metrics)} metrics")
         return True
+
+    def _ready_again(self, text: str) -> None:
+        # systemd waits for READY=1 after RELOADING=1, whatever the outcome.
+        if self.notifier.ready_sent:
+            self.notifier.ready(text)

@@ -8,11 +8,14 @@ import time
 from dataclasses import dataclass, field
 
 from .actions import ActionRunner
+from .capacity import CapacityWatch
 from .collect import Collector
 from .config import Config
 from .disk import DiskError, MetricsDisk
+from .disk_format import HEADER_SIZE
 from .model import Snapshot
 from .render import Rendered, Renderer
+from .status import DiskStatus, TransportStatus
 from .virt import Libvirt
 
 log = logging.getLogger(__name__)
@@ -29,12 +32,24 @@ class DiskPublisher:
 
     def __init__(self, disk: MetricsDisk):
         self.disk = disk
+        self._used = 0
+        self._error: str | None = None
 
     def publish(self, rendered: Rendered, snapshot: Snapshot) -> None:
         try:
             self.disk.publish(rendered.document, rendered.document_sum)
         except DiskError as err:
+            self._error = str(err)
             raise PublishError(str(err)) from None
+        self._used = len(rendered.document) + HEADER_SIZE
+        self._error = None
+
+    def status(self) -> TransportStatus:
+        return TransportStatus(
+            name=self.name,
+            disks=(DiskStatus(str(self.disk.path), self.disk.size, self._used),),
+            errors=(self._error,) if self._error else (),
+        )
 
     async def start(self) -> None:
         pass
@@ -73,9 +88,16 @@ class Pipeline:
         self.collector = Collector(config, self.runner, virt)
         self.renderer = Renderer()
         self.disk = disk
+        self.capacity = CapacityWatch(disk.path, disk.size) if disk is not None else None
         self.publishers: list = []
         if disk is not None:
             self.publishers.append(DiskPublisher(disk))
+        if "vbd" in config.transports and config.disk.per_vm_dir is not None:
+            from .per_vm_disks import PerVmDiskPublisher  # it imports PublishError from here
+
+            self.publishers.append(PerVmDiskPublisher(
+                config.disk.per_vm_dir, config.disk.size, config.virtio.expiration_time,
+            ))
         self.rendered: Rendered | None = None
 
     async def start(self) -> None:
@@ -86,11 +108,18 @@ class Pipeline:
         for publisher in self.publishers:
             await publisher.stop()
 
+    def status(self) -> tuple[TransportStatus, ...]:
+        """What each publisher that reports on itself has to say."""
+        return tuple(p.status() for p in self.publishers if hasattr(p, "status"))
+
     async def update(self) -> UpdateReport:
         report = UpdateReport(started=time.time())
         clock, cpu = time.monotonic(), time.process_time()
         snapshot = await self.collector.collect()
         self.rendered = rendered = self.renderer.render(snapshot)
+        if self.capacity is not None:
+            host_bytes = len(rendered.document) - sum(len(f.data) for f in rendered.vms.values())
+            self.capacity.observe(len(rendered.document), len(rendered.vms), host_bytes)
         for publisher in self.publishers:
             try:
                 publisher.publish(rendered, snapshot)
@@ -107,7 +136,8 @@ class Pipeline:
 
 def open_disk(config: Config, current: MetricsDisk | None = None) -> MetricsDisk | None:
     """The disk *config* asks for, reusing *current* when it is the same one."""
-    if "vbd" not in config.transports:
+    if "vbd" not in config.transports or config.disk.per_vm_dir is not None:
+        # In per-VM mode no disk holds every VM's metrics.
         return None
     if current is not None and current.path == config.disk.path and current.size == config.disk.size:
         return current

@@ -26,7 +26,10 @@ _ATTR_ESCAPES = str.maketrans({"&": "&amp;", "<": "&lt;", ">": "&gt;", "'": "&ap
 
 
 def escape_text(text: str) -> str:
-    return text.translate(_TEXT_ESCAPES)
+    # Most values are numbers: a substring test is far cheaper than translate().
+    if "&" in text or "<" in text or ">" in text:
+        return text.translate(_TEXT_ESCAPES)
+    return text
 
 
 def escape_attr(text: str) -> str:
@@ -72,6 +75,52 @@ def render_vm(vm: VmMetrics) -> Fragment:
     return Fragment.of(
         "".join(metric_element(m, "vm", vm.domain) for m in vm.metrics).encode()
     )
+
+
+_VALUE_END = b"</value>\n  </metric>\n"
+_VALUE_END_SUM = disk_format.checksum(_VALUE_END)
+
+
+class _VmElements:
+    """One VM's rendered elements, each kept while its Metric object is the same.
+
+    A VM's id, uuid and metric names rarely change, and the collector hands
+    over the very same Metric object while a value stays unchanged: only
+    the elements whose values changed (typically CPU time) are rendered, and
+    of those only the value is escaped and summed; the head before the value
+    is rendered once.
+    """
+
+    __slots__ = ("domain", "elements")
+
+    def __init__(self, domain: Domain):
+        self.domain = domain
+        #: (name, type, unit) -> [head, head sum, last Metric, its element, its sum]
+        self.elements: dict[tuple[str, str, str | None], list] = {}
+
+    def render(self, vm: VmMetrics) -> Fragment:
+        parts: list[bytes] = []
+        total = 0
+        elements = self.elements
+        for m in vm.metrics:
+            key = (m.name, m.type, m.unit)
+            entry = elements.get(key)
+            if entry is None:
+                text = metric_element(Metric(m.name, m.type, "", m.unit), "vm", self.domain)
+                head = text[: text.rindex("</value>")].encode()
+                entry = elements[key] = [head, disk_format.checksum(head), None, b"", 0]
+            elif entry[2] is m:
+                parts.append(entry[3])
+                total += entry[4]
+                continue
+            value = escape_text(m.value).encode()
+            data = b"".join((entry[0], value, _VALUE_END))
+            summed = entry[1] + _VALUE_END_SUM + (
+                sum(value) if value.isascii() else disk_format.checksum(value))
+            entry[2:] = (m, data, summed)
+            parts.append(data)
+            total += summed
+        return Fragment(b"".join(parts), total & 0xFFFFFFFF)
 
 
 @dataclass(slots=True)
@@ -122,6 +171,7 @@ class Renderer:
     def __init__(self) -> None:
         self._host: tuple[tuple[Metric, ...], Fragment] | None = None
         self._vms: dict[str, tuple[VmMetrics, Fragment]] = {}
+        self._elements: dict[str, _VmElements] = {}
 
     def render(self, snapshot: Snapshot) -> Rendered:
         host: Fragment | None = None
@@ -130,12 +180,19 @@ class Renderer:
                 self._host = (snapshot.host, render_host(snapshot.host))
             host = self._host[1]
         cache: dict[str, tuple[VmMetrics, Fragment]] = {}
+        elements: dict[str, _VmElements] = {}
         for vm in snapshot.vms:
             # Frozen dataclasses compare by value: an unchanged VM (same id,
             # name, uuid and values) keeps its rendered bytes and checksum.
-            old = self._vms.get(vm.domain.uuid)
-            cache[vm.domain.uuid] = old if old is not None and old[0] == vm else (vm, render_vm(vm))
+            uuid = vm.domain.uuid
+            old = self._vms.get(uuid)
+            heads = self._elements.get(uuid)
+            if heads is None or heads.domain != vm.domain:
+                heads = _VmElements(vm.domain)
+            elements[uuid] = heads
+            cache[uuid] = old if old is not None and old[0] == vm else (vm, heads.render(vm))
         self._vms = cache
+        self._elements = elements
         vm_fragments = {uuid: frag for uuid, (_, frag) in cache.items()}
         parts = [_START, *([host] if host is not None else []), *vm_fragments.values(), _END]
         return Rendered(

@@ -4,6 +4,12 @@ libvirt calls block, so every call runs on one dedicated thread; the asyncio
 loop (and with it the virtio channels) never waits on libvirt. A call that
 hangs holds only that thread: later updates skip the VMs (and say so) until
 it returns, rather than queueing behind it.
+
+Per update the daemon makes one trip to that thread (:meth:`Libvirt.fetch`):
+node info when host built-ins need it, and one bulk stats call for all
+running domains. The list of running domains comes from lifecycle events
+(:mod:`vhostmd.domain_events`), re-listed in full whenever the connection is
+(re)opened; libvirt's default event loop runs on its own thread for that.
 """
 
 from __future__ import annotations
@@ -12,9 +18,14 @@ import asyncio
 import logging
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 
 import libvirt
 
+from . import domain_stats
+from .domain_events import DomainTracker
+from .domain_stats import DomainSample
+from .host_sources import Hypervisor, NodeInfo
 from .model import Domain
 
 log = logging.getLogger(__name__)
@@ -23,9 +34,39 @@ log = logging.getLogger(__name__)
 # are reported as exceptions, with context, by the callers.
 libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
 
+_NOWAIT = getattr(libvirt, "VIR_CONNECT_GET_ALL_DOMAINS_STATS_NOWAIT", 0)
+_event_loop_lock = threading.Lock()
+_event_loop_started = False
+
+
+def start_event_loop() -> None:
+    """Register libvirt's default event loop and run it on a daemon thread (once)."""
+    global _event_loop_started
+    with _event_loop_lock:
+        if _event_loop_started:
+            return
+        libvirt.virEventRegisterDefaultImpl()
+
+        def run() -> None:
+            while True:
+                libvirt.virEventRunDefaultImpl()
+
+        threading.Thread(target=run, name="libvirt-events", daemon=True).start()
+        _event_loop_started = True
+
 
 class VirtError(Exception):
     """libvirt could not be reached or could not answer."""
+
+
+@dataclass(slots=True)
+class Fetched:
+    """One update's data from libvirt."""
+
+    #: Running domains (with their stats where groups were asked for), by id.
+    samples: list[DomainSample] = field(default_factory=list)
+    node: NodeInfo | None = None
+    hypervisor: Hypervisor | None = None
 
 
 class Libvirt:
@@ -37,6 +78,15 @@ class Libvirt:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="libvirt")
         self._pending: asyncio.Future | None = None
         self._lock = threading.Lock()
+        self.tracker = DomainTracker()
+        self._callback_id: int | None = None
+        self._lost = threading.Event()
+        self._hypervisor: Hypervisor | None = None
+        self._nowait = _NOWAIT
+        #: Stats groups the driver left out, answered per domain by info() instead.
+        self._fallback_logged: set[str] = set()
+        #: Connections opened since creation (each one re-lists the domains).
+        self.opened = 0
 
     @property
     def connected(self) -> bool:
@@ -60,28 +110,159 @@ class Libvirt:
                 raise VirtError(f"libvirt call failed: {err.get_error_message()}") from None
 
     def _connection(self) -> libvirt.virConnect:
+        if self._lost.is_set():
+            log.warning("libvirt connection %s was closed; reconnecting", self.uri or "(default)")
+            self._drop()
         if self._conn is None:
+            start_event_loop()
             try:
-                self._conn = libvirt.openReadOnly(self.uri)
+                conn = libvirt.openReadOnly(self.uri)
             except libvirt.libvirtError as err:
                 raise VirtError(
                     f"cannot open libvirt connection {self.uri or '(default)'}: "
                     f"{err.get_error_message()}"
                 ) from None
+            self._conn = conn
+            self.opened += 1
             log.info("connected to libvirt %s", self.uri or "(default URI)")
+            try:
+                self._watch(conn)
+                self._relist(conn)
+            except libvirt.libvirtError as err:
+                self._drop()
+                raise VirtError(f"cannot list domains: {err.get_error_message()}") from None
         return self._conn
 
+    def _watch(self, conn: libvirt.virConnect) -> None:
+        """Subscribe to lifecycle events and connection loss, where the driver can."""
+        self._lost.clear()
+        try:
+            conn.setKeepAlive(5, 3)
+        except libvirt.libvirtError:
+            pass  # local drivers have no keepalive
+        try:
+            conn.registerCloseCallback(lambda _c, _reason, _o: self._lost.set(), None)
+        except libvirt.libvirtError:
+            pass  # only remote connections can be lost
+        tracker = self.tracker
+        try:
+            self._callback_id = conn.domainEventRegisterAny(
+                None, libvirt.VIR_DOMAIN_EVENT_ID_LIFECYCLE,
+                lambda _c, dom, event, _detail, _o: tracker.on_event(event, dom), None,
+            )
+            tracker.live = True
+        except libvirt.libvirtError as err:
+            tracker.live = False
+            log.info("no lifecycle events (%s): domains are listed on every update",
+                     err.get_error_message())
+
+    def _relist(self, conn: libvirt.virConnect) -> None:
+        self.tracker.begin_listing()
+        handles = ()
+        try:
+            handles = conn.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE)
+        finally:
+            self.tracker.finish_listing(handles)
+
     def _drop(self) -> None:
-        if self._conn is not None:
-            try:
-                self._conn.close()
-            except libvirt.libvirtError:
-                pass
-            self._conn = None
+        conn, self._conn = self._conn, None
+        self._hypervisor = None
+        self.tracker.clear()
+        if conn is None:
+            return
+        try:
+            if self._callback_id is not None:
+                conn.domainEventDeregisterAny(self._callback_id)
+        except libvirt.libvirtError:
+            pass
+        self._callback_id = None
+        try:
+            conn.unregisterCloseCallback()
+        except libvirt.libvirtError:
+            pass
+        try:
+            conn.close()
+        except libvirt.libvirtError:
+            pass
 
     async def domains(self) -> list[Domain]:
         """The running domains, by id."""
-        return await self.call(_list_domains)
+        fetched = await self.fetch(groups=None)
+        return [s.domain for s in fetched.samples]
+
+    async def fetch(self, groups: frozenset[str] | None, node: bool = False) -> Fetched:
+        """The running domains and, in one bulk call, their stats *groups*.
+
+        With ``groups=None`` only the domain list is wanted (no stats call
+        when events keep it current). With *node*, libvirt's node info and
+        hypervisor version are fetched too.
+        """
+        return await self.call(self._fetch, groups, node)
+
+    def _fetch(self, conn: libvirt.virConnect, groups: frozenset[str] | None, node: bool) -> Fetched:
+        fetched = Fetched()
+        if node:
+            info = conn.getInfo()
+            fetched.node = NodeInfo(cpus=info[2], memory_kib=info[1] * 1024)
+            if self._hypervisor is None:
+                self._hypervisor = Hypervisor(conn.getType(), conn.getVersion())
+            fetched.hypervisor = self._hypervisor
+        if groups is None:
+            if not self.tracker.live:
+                self._relist(conn)
+            fetched.samples = [DomainSample(t.domain) for t in self.tracker.tracked()]
+        else:
+            fetched.samples = self._stats(conn, groups)
+        return fetched
+
+    def _stats(self, conn: libvirt.virConnect, groups: frozenset[str]) -> list[DomainSample]:
+        mask = domain_stats.flags_for(groups)
+        known: dict[bytes, Domain] = {}
+        if self.tracker.live:
+            tracked = self.tracker.tracked()
+            known = {t.raw_uuid: t.domain for t in tracked}
+            handles = [t.handle for t in tracked]
+            records = self._bulk(lambda f: conn.domainListGetStats(handles, mask, f)) if handles else []
+        else:
+            records = self._bulk(lambda f: conn.getAllDomainStats(
+                mask, libvirt.VIR_CONNECT_GET_ALL_DOMAINS_STATS_ACTIVE | f))
+        missing = domain_stats.unanswered(groups, records)
+        if missing - self._fallback_logged:
+            log.info("libvirt does not answer stats group(s) %s; using per-domain info() for them",
+                     ", ".join(sorted(missing)))
+            self._fallback_logged |= missing
+        samples, stopped = [], []
+        for dom, stats in records:
+            info = None
+            if missing:
+                try:
+                    info = dom.info()
+                except libvirt.libvirtError as err:
+                    if err.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
+                        continue  # stopped since the bulk call
+                    raise
+            sample = domain_stats.parse_record(known.get(dom.UUID()) or _domain(dom), stats, info)
+            if sample.running:
+                samples.append(sample)
+            else:
+                stopped.append(sample.domain.uuid)
+        if stopped:
+            self.tracker.forget(stopped)
+        samples.sort(key=_by_id)
+        return samples
+
+    def _bulk(self, call):
+        """Run the bulk stats *call* with NOWAIT, or without where the server refuses it."""
+        if self._nowait:
+            try:
+                return call(self._nowait)
+            except libvirt.libvirtError as err:
+                if err.get_error_code() not in (libvirt.VIR_ERR_INVALID_ARG, libvirt.VIR_ERR_NO_SUPPORT):
+                    raise
+                log.info("libvirt refuses the NOWAIT stats flag (%s); not using it",
+                         err.get_error_message())
+                self._nowait = 0
+        return call(0)
 
     def close(self) -> None:
         """Close the connection; a call still stuck in libvirt is abandoned."""
@@ -93,6 +274,9 @@ class Libvirt:
                 self._lock.release()
 
 
-def _list_domains(conn: libvirt.virConnect) -> list[Domain]:
-    found = conn.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE)
-    return sorted((Domain(d.ID(), d.name(), d.UUIDString()) for d in found), key=lambda d: d.id)
+def _domain(handle) -> Domain:
+    return Domain(handle.ID(), handle.name(), handle.UUIDString())
+
+
+def _by_id(sample: DomainSample) -> int:
+    return sample.domain.id

@@ -1,0 +1,153 @@
+"""VM figures from one bulk stats call, the info() fallback, and the domain list."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+import libvirt
+import pytest
+
+from benchmarks.nodes import domain_uuid, write_node
+from vhostmd import domain_stats
+from vhostmd.domain_stats import DomainSample
+from vhostmd.model import Domain
+from vhostmd.virt import Libvirt
+
+GROUPS = frozenset({"cpu", "vcpu", "balloon"})
+DOMAIN = Domain(7, "web", "0f0e0d0c-0b0a-0908-0706-050403020100")
+
+# Shaped as libvirt documents virConnectGetAllDomainStats' answer for a
+# QEMU domain (libvirt-python gives the typed parameters as a dict).
+QEMU_RECORD = {
+    "state.state": 1, "state.reason": 1,
+    "cpu.time": 123_456_789_000, "cpu.user": 100_000_000_000, "cpu.system": 20_000_000_000,
+    "balloon.current": 2_097_152, "balloon.maximum": 4_194_304,
+    "vcpu.current": 2, "vcpu.maximum": 4,
+    "vcpu.0.state": 1, "vcpu.0.time": 60_000_000_000,
+    "vcpu.1.state": 1, "vcpu.1.time": 61_000_000_000,
+}
+
+
+def test_record_of_a_driver_that_answers_every_group():
+    sample = domain_stats.parse_record(DOMAIN, QEMU_RECORD)
+    assert sample == DomainSample(DOMAIN, state=1, cpu_time_ns=123_456_789_000, vcpus=2,
+                                  memory_kib=2_097_152, max_memory_kib=4_194_304)
+    assert sample.missing(GROUPS) == ()
+    assert sample.running
+
+
+def test_missing_groups_are_named_and_filled_from_info():
+    record = {"state.state": 3, "state.reason": 1}
+    sample = domain_stats.parse_record(DOMAIN, record)
+    assert sample.missing(GROUPS) == ("balloon", "cpu", "vcpu")
+    assert domain_stats.unanswered(GROUPS, [(None, record), (None, QEMU_RECORD)]) == frozenset()
+    assert domain_stats.unanswered(GROUPS, [(None, record)]) == GROUPS
+    filled = domain_stats.parse_record(DOMAIN, record, [1, 8192, 4096, 3, 5_000_000_000])
+    assert filled == DomainSample(DOMAIN, state=3, cpu_time_ns=5_000_000_000, vcpus=3,
+                                  memory_kib=4096, max_memory_kib=8192)
+
+
+def test_flags_ask_only_for_the_needed_groups():
+    assert domain_stats.flags_for(frozenset()) == libvirt.VIR_DOMAIN_STATS_STATE
+    assert domain_stats.flags_for(frozenset({"cpu"})) == (
+        libvirt.VIR_DOMAIN_STATS_STATE | libvirt.VIR_DOMAIN_STATS_CPU_TOTAL)
+
+
+def test_shut_off_domains_do_not_count_as_running():
+    assert not DomainSample(DOMAIN, state=libvirt.VIR_DOMAIN_SHUTOFF).running
+    assert DomainSample(DOMAIN, state=libvirt.VIR_DOMAIN_PAUSED).running
+
+
+def fetch(virt: Libvirt, groups=GROUPS, node=False):
+    return asyncio.run(virt.fetch(groups, node=node))
+
+
+def test_bulk_stats_of_many_domains_with_info_fallback_logged_once(tmp_path, caplog):
+    uri = write_node(tmp_path, 50)
+    virt = Libvirt(uri)
+    try:
+        with caplog.at_level(logging.INFO, logger="vhostmd.virt"):
+            first = fetch(virt, node=True)
+            fetch(virt)
+        assert [s.domain.id for s in first.samples] == list(range(1, 51))
+        for i, sample in enumerate(first.samples, start=1):
+            assert sample.domain.name == f"vm{i}" and sample.domain.uuid == domain_uuid(i)
+            assert sample.vcpus == i % 4 + 1
+            assert sample.max_memory_kib == (i % 8 + 1) * 1024 * 1024
+            assert sample.memory_kib == sample.max_memory_kib // 2
+            assert sample.cpu_time_ns > 0
+        assert first.node.cpus == 16 and first.hypervisor.product == "TEST 0.0.2"
+        fallback = [r for r in caplog.records if "does not answer stats group" in r.message]
+        assert len(fallback) == 1 and "balloon, cpu, vcpu" in fallback[0].message
+    finally:
+        virt.close()
+
+
+def _wait_for(predicate, timeout=5.0):
+    deadline = time.monotonic() + timeout
+    while not predicate() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return predicate()
+
+
+def test_domain_list_follows_lifecycle_events_without_relisting():
+    # test:///default is shared by every connection of one process, so a
+    # read-write connection can start and stop domains the daemon sees.
+    virt = Libvirt("test:///default")
+    admin = libvirt.open("test:///default")
+    try:
+        names = lambda: [s.domain.name for s in fetch(virt).samples]  # noqa: E731
+        assert names() == ["test"]
+        assert virt.tracker.live
+        admin.lookupByName("test").destroy()
+        assert _wait_for(lambda: virt.tracker.tracked() == [])
+        assert names() == []
+        dom = admin.createXML(
+            "<domain type='test'><name>fresh</name><memory>1048576</memory>"
+            "<vcpu>3</vcpu><os><type>hvm</type></os></domain>", 0)
+        assert _wait_for(lambda: len(virt.tracker.tracked()) == 1)
+        (sample,) = fetch(virt).samples
+        assert (sample.domain.name, sample.domain.id, sample.vcpus) == ("fresh", dom.ID(), 3)
+        assert virt.opened == 1 and virt.tracker.events >= 2
+        dom.destroy()
+        admin.lookupByName("test").create()
+    finally:
+        virt.close()
+        admin.close()
+
+
+def test_reopened_connection_relists_the_domains(tmp_path):
+    virt = Libvirt(write_node(tmp_path, 3))
+    try:
+        assert len(fetch(virt).samples) == 3
+        # What libvirt's close callback does when the daemon's connection drops.
+        virt._lost.set()
+        samples = fetch(virt).samples
+        assert virt.opened == 2
+        assert [s.domain.name for s in samples] == ["vm1", "vm2", "vm3"]
+    finally:
+        virt.close()
+
+
+def test_domain_list_alone_needs_no_stats(tmp_path):
+    virt = Libvirt(write_node(tmp_path, 4))
+    try:
+        samples = fetch(virt, groups=None).samples
+        assert [s.domain.id for s in samples] == [1, 2, 3, 4]
+        assert all(s.cpu_time_ns is None for s in samples)
+        assert [d.name for d in asyncio.run(virt.domains())] == ["vm1", "vm2", "vm3", "vm4"]
+    finally:
+        virt.close()
+
+
+def test_unreachable_libvirt_is_a_clear_error(tmp_path):
+    from vhostmd.virt import VirtError
+
+    virt = Libvirt(f"test://{tmp_path}/missing.xml")
+    try:
+        with pytest.raises(VirtError, match="cannot open libvirt connection"):
+            fetch(virt)
+    finally:
+        virt.close()

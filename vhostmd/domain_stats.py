@@ -1,0 +1,95 @@
+"""Per-VM figures from libvirt's bulk statistics call.
+
+One ``virConnectGetAllDomainStats`` / ``virDomainListGetStats`` call per
+update answers for every domain at once, as typed parameters keyed
+``group.field`` (``cpu.time``, ``balloon.current``, ...). This module names
+the groups the built-ins need and turns one domain's answer into a
+:class:`DomainSample` (pure functions); :mod:`vhostmd.virt` makes the call.
+
+Where a driver leaves a group out (libvirt's test driver answers only
+``state``), the missing fields are filled from ``virDomainGetInfo``, the
+cheapest per-domain call.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import libvirt
+
+from .model import Domain
+
+#: Stats groups by the name built-ins use, with libvirt's flag and the
+#: fields of DomainSample the group fills.
+GROUPS: dict[str, tuple[int, tuple[str, ...]]] = {
+    "state": (libvirt.VIR_DOMAIN_STATS_STATE, ("state",)),
+    "cpu": (libvirt.VIR_DOMAIN_STATS_CPU_TOTAL, ("cpu_time_ns",)),
+    "vcpu": (libvirt.VIR_DOMAIN_STATS_VCPU, ("vcpus",)),
+    "balloon": (libvirt.VIR_DOMAIN_STATS_BALLOON, ("memory_kib", "max_memory_kib")),
+}
+
+#: Domain states that count as running: everything but shut off (and "no
+#: state"), as the reference's list of active domains.
+_INACTIVE = (libvirt.VIR_DOMAIN_NOSTATE, libvirt.VIR_DOMAIN_SHUTOFF)
+
+
+@dataclass(frozen=True, slots=True)
+class DomainSample:
+    """One running domain's figures in one update; None where not answered."""
+
+    domain: Domain
+    state: int | None = None
+    cpu_time_ns: int | None = None
+    vcpus: int | None = None
+    memory_kib: int | None = None
+    max_memory_kib: int | None = None
+
+    @property
+    def running(self) -> bool:
+        return self.state not in _INACTIVE
+
+    def missing(self, groups: frozenset[str]) -> tuple[str, ...]:
+        """The groups among *groups* whose fields this sample lacks, sorted."""
+        return tuple(
+            sorted(g for g in groups if any(getattr(self, f) is None for f in GROUPS[g][1]))
+        )
+
+
+def flags_for(groups: frozenset[str]) -> int:
+    """libvirt's stats bit mask for *groups* (``state`` is always asked for)."""
+    mask = libvirt.VIR_DOMAIN_STATS_STATE
+    for group in groups:
+        mask |= GROUPS[group][0]
+    return mask
+
+
+#: The key that tells whether a driver answered each group at all.
+ANSWER_KEYS = {"state": "state.state", "cpu": "cpu.time", "vcpu": "vcpu.current",
+               "balloon": "balloon.current"}
+
+
+def unanswered(groups: frozenset[str], records) -> frozenset[str]:
+    """The groups among *groups* that no record of a bulk answer holds."""
+    return frozenset(
+        g for g in groups if not any(ANSWER_KEYS[g] in stats for _, stats in records)
+    )
+
+
+def parse_record(domain: Domain, stats: dict, info: list[int] | None = None) -> DomainSample:
+    """A sample from one domain's typed parameters, as libvirt-python returns them.
+
+    *info*, ``virDomainGetInfo``'s answer ``[state, maxMem KiB, memory KiB,
+    nrVirtCpu, cpuTime ns]``, fills what the stats leave out.
+    """
+    get = stats.get
+    state, cpu, vcpus, mem, max_mem = (
+        get("state.state"), get("cpu.time"), get("vcpu.current"),
+        get("balloon.current"), get("balloon.maximum"),
+    )
+    if info is not None:
+        state = info[0] if state is None else state
+        max_mem = info[1] if max_mem is None else max_mem
+        mem = info[2] if mem is None else mem
+        vcpus = info[3] if vcpus is None else vcpus
+        cpu = info[4] if cpu is None else cpu
+    return DomainSample(domain, state, cpu, vcpus, mem, max_mem)
