@@ -12,6 +12,7 @@ QEMU processes, so stopping libvirtd alone would leave guests behind:
 stop() ends them by the pids libvirt recorded.
 """
 
+import contextlib
 import os
 import pwd
 import signal
@@ -49,9 +50,14 @@ def unprivileged_account() -> Account:
     return Account(entry.pw_name, entry.pw_uid, entry.pw_gid)
 
 
-def _silence_libvirt() -> None:
-    # Connection attempts while the daemon starts would otherwise print errors.
+@contextlib.contextmanager
+def _quiet_libvirt():
+    """Connection attempts while the daemon starts would each print an error."""
     libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
+    try:
+        yield
+    finally:
+        libvirt.registerErrorHandler(None, None)
 
 
 class SessionLibvirtd:
@@ -110,20 +116,26 @@ class SessionLibvirtd:
                 ["libvirtd"], env=env, cwd=self.home, stdin=subprocess.DEVNULL,
                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True, **creds,
             )
-        _silence_libvirt()
         deadline = time.monotonic() + timeout
-        while True:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"libvirtd exited with {self.process.returncode}; see {self.log}")
-            if self.socket.exists():
-                try:
-                    libvirt.open(self.uri).close()
-                    return
-                except libvirt.libvirtError:
-                    pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"libvirtd did not answer within {timeout} s; see {self.log}")
-            time.sleep(0.1)
+        with _quiet_libvirt():
+            while True:
+                if self.process.poll() is not None:
+                    raise RuntimeError(f"libvirtd exited with {self.process.returncode}:\n{self.log_text()}")
+                if self.socket.exists():
+                    try:
+                        libvirt.open(self.uri).close()
+                        return
+                    except libvirt.libvirtError:
+                        pass
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"libvirtd did not answer within {timeout} s:\n{self.log_text()}")
+                time.sleep(0.1)
+
+    def log_text(self) -> str:
+        try:
+            return self.log.read_text(errors="replace")[-4000:]
+        except OSError:
+            return ""
 
     def connect(self) -> libvirt.virConnect:
         return libvirt.open(self.uri)
@@ -139,17 +151,18 @@ class SessionLibvirtd:
 
     def stop(self) -> None:
         """Destroy the domains, end QEMU processes libvirt left behind, then libvirtd itself."""
-        try:
-            conn = self.connect()
-            for dom in conn.listAllDomains():
-                if dom.isActive():
-                    try:
-                        dom.destroy()
-                    except libvirt.libvirtError:
-                        pass
-            conn.close()
-        except libvirt.libvirtError:
-            pass
+        with _quiet_libvirt():
+            try:
+                conn = self.connect()
+                for dom in conn.listAllDomains():
+                    if dom.isActive():
+                        try:
+                            dom.destroy()
+                        except libvirt.libvirtError:
+                            pass
+                conn.close()
+            except libvirt.libvirtError:
+                pass
         for pid in self.qemu_pids():
             _kill(pid)
         if self.process and self.process.poll() is None:
