@@ -65,10 +65,13 @@ def config_xml(disk: Path, channel_path: Path, token: str) -> str:
 
 
 class Daemon:
-    def __init__(self, config: Path, uri: str, log: Path):
+    def __init__(self, config: Path, uri: str, log: Path, pid_file: Path):
         self.config = config
         self.uri = uri
         self.log = log
+        # As root the default is /var/run/vhostmd.pid, which a vhostmd
+        # serving the machine itself may hold.
+        self.pid_file = pid_file
         self.process: subprocess.Popen | None = None
 
     def start(self) -> None:
@@ -77,7 +80,8 @@ class Daemon:
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
         with open(self.log, "ab") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "vhostmd", "-d", "-v", "-c", self.uri, "-f", str(self.config)],
+                [sys.executable, "-m", "vhostmd", "-d", "-v", "-c", self.uri,
+                 "-f", str(self.config), "-p", str(self.pid_file)],
                 cwd=REPO, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                 start_new_session=True,
             )

@@ -12,7 +12,6 @@ QEMU processes, so stopping libvirtd alone would leave guests behind:
 stop() ends them by the pids libvirt recorded.
 """
 
-import contextlib
 import os
 import pwd
 import signal
@@ -48,16 +47,6 @@ def unprivileged_account() -> Account:
         )
         entry = pwd.getpwnam(ACCOUNT)
     return Account(entry.pw_name, entry.pw_uid, entry.pw_gid)
-
-
-@contextlib.contextmanager
-def _quiet_libvirt():
-    """Connection attempts while the daemon starts would each print an error."""
-    libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
-    try:
-        yield
-    finally:
-        libvirt.registerErrorHandler(None, None)
 
 
 class SessionLibvirtd:
@@ -116,20 +105,22 @@ class SessionLibvirtd:
                 ["libvirtd"], env=env, cwd=self.home, stdin=subprocess.DEVNULL,
                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True, **creds,
             )
+        # Wait for the socket before trying to connect: every failed attempt
+        # would print an error (libvirt's default handler is left alone,
+        # as it is process-wide).
         deadline = time.monotonic() + timeout
-        with _quiet_libvirt():
-            while True:
-                if self.process.poll() is not None:
-                    raise RuntimeError(f"libvirtd exited with {self.process.returncode}:\n{self.log_text()}")
-                if self.socket.exists():
-                    try:
-                        libvirt.open(self.uri).close()
-                        return
-                    except libvirt.libvirtError:
-                        pass
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"libvirtd did not answer within {timeout} s:\n{self.log_text()}")
-                time.sleep(0.1)
+        while True:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"libvirtd exited with {self.process.returncode}:\n{self.log_text()}")
+            if self.socket.exists():
+                try:
+                    libvirt.open(self.uri).close()
+                    return
+                except libvirt.libvirtError:
+                    pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"libvirtd did not answer within {timeout} s:\n{self.log_text()}")
+            time.sleep(0.1)
 
     def log_text(self) -> str:
         try:
@@ -151,7 +142,7 @@ class SessionLibvirtd:
 
     def stop(self) -> None:
         """Destroy the domains, end QEMU processes libvirt left behind, then libvirtd itself."""
-        with _quiet_libvirt():
+        if self.socket.exists():
             try:
                 conn = self.connect()
                 for dom in conn.listAllDomains():

@@ -65,7 +65,7 @@ def run(keep: Path) -> Outcome:
     token = secrets.token_hex(8)
     config = top / "vhostmd.conf"
     disk = top / "disk" / "vhostmd0"
-    vhostmd = daemon.Daemon(config, virt.uri, top / "vhostmd.log")
+    vhostmd = daemon.Daemon(config, virt.uri, top / "vhostmd.log", top / "vhostmd.pid")
     outcome = Outcome(token=token, hostname=socket.gethostname(), channel_target=virt.channel_target)
     guests = [domains.Guest(name, top / "con" / f"{name}.log") for name in GUEST_NAMES]
     try:
