@@ -1,5 +1,7 @@
 """Where downloaded packages and built images are kept between runs."""
 
+import contextlib
+import fcntl
 import os
 from pathlib import Path
 
@@ -24,3 +26,14 @@ def subdir(name: str) -> Path:
     path = cache_dir() / name
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+@contextlib.contextmanager
+def locked():
+    """Hold the cache for one run's downloads and builds, so runs side by side don't mix them."""
+    with open(cache_dir() / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)

@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import console, daemon, domains, guest_python, initramfs, kernel, libvirtd
+from . import cache, console, daemon, domains, guest_python, initramfs, kernel, libvirtd
 
 GUEST_NAMES = ("vhostmd-e2e-a", "vhostmd-e2e-b")
 # Two TCG guests side by side on two cores boot in about ten seconds; the
@@ -54,8 +54,9 @@ def run(keep: Path) -> Outcome:
     clock = time.monotonic()
     timings = {}
 
-    kern = kernel.cloud_kernel()
-    python = guest_python.find()
+    with cache.locked():
+        kern = kernel.cloud_kernel()
+        python = guest_python.find()
     account = libvirtd.unprivileged_account()
     timings["assets"] = time.monotonic() - clock
 
@@ -77,11 +78,12 @@ def run(keep: Path) -> Outcome:
             os.chown(top / "con", account.uid, account.gid)
 
         step = time.monotonic()
-        files = domains.GuestFiles(
-            kernel=_readable_copy(kern.vmlinuz, top / "img" / "vmlinuz"),
-            initrd=initramfs.build(kern, python, top / "img" / "initrd.img"),
-            metrics_disk=disk,
-        )
+        with cache.locked():
+            files = domains.GuestFiles(
+                kernel=_readable_copy(kern.vmlinuz, top / "img" / "vmlinuz"),
+                initrd=initramfs.build(kern, python, top / "img" / "initrd.img"),
+                metrics_disk=disk,
+            )
         files.initrd.chmod(0o644)
         timings["initramfs"] = time.monotonic() - step
 
