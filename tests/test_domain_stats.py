@@ -131,10 +131,10 @@ def test_reopened_connection_relists_the_domains(tmp_path):
         virt.close()
 
 
-def test_domain_list_alone_needs_no_stats(tmp_path):
+def test_domain_list_alone_asks_only_for_state(tmp_path):
     virt = Libvirt(write_node(tmp_path, 4))
     try:
-        samples = fetch(virt, groups=None).samples
+        samples = fetch(virt, groups=frozenset()).samples
         assert [s.domain.id for s in samples] == [1, 2, 3, 4]
         assert all(s.cpu_time_ns is None for s in samples)
         assert [d.name for d in asyncio.run(virt.domains())] == ["vm1", "vm2", "vm3", "vm4"]

@@ -39,8 +39,8 @@ class Collector:
         self._vm_plan: list[_Step] = _plan(config.vm_metrics)
         self._sources = builtins.host_sources(config.host_metrics)
         vm_builtins = [m for m in config.vm_metrics if m.builtin]
-        #: Stats groups for the bulk call; None: only the domain list is needed.
-        self._groups = builtins.vm_groups(vm_builtins) if vm_builtins else None
+        #: Stats groups for the bulk call (empty: the domain list and state only).
+        self._groups = builtins.vm_groups(vm_builtins) if vm_builtins else frozenset()
         self._node = bool(self._sources & {host_sources.NODE, host_sources.HYPERVISOR})
         self._os_name = host_sources.read_os_name() if host_sources.OS in self._sources else None
         self._previous: HostSample | None = None

@@ -187,19 +187,21 @@ class Libvirt:
 
     async def domains(self) -> list[Domain]:
         """The running domains, by id."""
-        fetched = await self.fetch(groups=None)
+        fetched = await self.fetch(frozenset())
         return [s.domain for s in fetched.samples]
 
-    async def fetch(self, groups: frozenset[str] | None, node: bool = False) -> Fetched:
+    async def fetch(self, groups: frozenset[str], node: bool = False) -> Fetched:
         """The running domains and, in one bulk call, their stats *groups*.
 
-        With ``groups=None`` only the domain list is wanted (no stats call
-        when events keep it current). With *node*, libvirt's node info and
-        hypervisor version are fetched too.
+        The ``state`` group is always fetched: events keep the list of domains
+        to ask about current without re-listing, but one may arrive after the
+        update has begun, so the bulk answer's state is what decides whether a
+        domain still runs. With *node*, libvirt's node info and hypervisor
+        version are fetched too.
         """
         return await self.call(self._fetch, groups, node)
 
-    def _fetch(self, conn: libvirt.virConnect, groups: frozenset[str] | None, node: bool) -> Fetched:
+    def _fetch(self, conn: libvirt.virConnect, groups: frozenset[str], node: bool) -> Fetched:
         fetched = Fetched()
         if node:
             info = conn.getInfo()
@@ -207,12 +209,7 @@ class Libvirt:
             if self._hypervisor is None:
                 self._hypervisor = Hypervisor(conn.getType(), conn.getVersion())
             fetched.hypervisor = self._hypervisor
-        if groups is None:
-            if not self.tracker.live:
-                self._relist(conn)
-            fetched.samples = [DomainSample(t.domain) for t in self.tracker.tracked()]
-        else:
-            fetched.samples = self._stats(conn, groups)
+        fetched.samples = self._stats(conn, groups)
         return fetched
 
     def _stats(self, conn: libvirt.virConnect, groups: frozenset[str]) -> list[DomainSample]:
