@@ -19,6 +19,7 @@ from .pipeline import open_disk
 from .sdnotify import Notifier
 from .status import StatusFile
 from .virt import Libvirt
+from .virtio_channels import open_virtio
 
 log = logging.getLogger("vhostmd")
 
@@ -188,7 +189,10 @@ def _uid(user: str | None) -> int | None:
 
 
 async def _run(config: Config, args, virt: Libvirt, disk, status_file: StatusFile | None) -> int:
-    daemon = Daemon(config, args.config, virt, disk, status_file, Notifier.from_environment())
+    # One update cannot serve channels: --once leaves virtio out.
+    virtio = None if args.once else open_virtio(config)
+    daemon = Daemon(config, args.config, virt, disk, status_file, Notifier.from_environment(),
+                    virtio=virtio)
     if args.once:
         await daemon.pipeline.start()
         try:

@@ -17,6 +17,7 @@ from .pipeline import Pipeline, UpdateReport, open_disk
 from .sdnotify import Notifier
 from .status import DaemonStatus, StatusFile, UpdateStatus, summary
 from .virt import Libvirt
+from .virtio_channels import VirtioServer, open_virtio
 
 log = logging.getLogger(__name__)
 
@@ -50,10 +51,11 @@ class Daemon:
     def __init__(
         self, config: Config, config_path: Path, virt: Libvirt, disk: MetricsDisk | None,
         status_file: StatusFile | None = None, notifier: Notifier | None = None,
+        virtio: VirtioServer | None = None,
     ):
         self.config_path = config_path
         self.virt = virt
-        self.pipeline = Pipeline(config, virt, disk)
+        self.pipeline = Pipeline(config, virt, disk, virtio)
         self.last_report: UpdateReport | None = None
         self.status_file = status_file
         self.notifier = notifier or Notifier(None)
@@ -130,9 +132,13 @@ class Daemon:
             await self._loop(loop)
         finally:
             self.notifier.stopping()
-            for sig in (*STOP_SIGNALS, signal.SIGHUP):
-                loop.remove_signal_handler(sig)
-            await self.pipeline.stop()
+            # Handlers stay until the transports are closed: a second SIGTERM
+            # while channels close must not kill the daemon half-way.
+            try:
+                await self.pipeline.stop()
+            finally:
+                for sig in (*STOP_SIGNALS, signal.SIGHUP):
+                    loop.remove_signal_handler(sig)
             if self.status_file is not None:
                 self.status_file.write(self.status(running=False))
 
@@ -182,8 +188,8 @@ class Daemon:
         for warning in new.warnings:
             log.warning("%s", warning)
         old = self.pipeline
-        pipeline = Pipeline(new, self.virt, disk)
-        await old.stop()
+        pipeline = Pipeline(new, self.virt, disk, open_virtio(new, old.virtio))
+        await old.stop(keep=pipeline.publishers)
         if old.disk is not None and old.disk is not disk:
             old.disk.close()
         self.pipeline = pipeline

@@ -6,6 +6,7 @@ import logging
 import os
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from .actions import ActionRunner
 from .capacity import CapacityWatch
@@ -17,6 +18,9 @@ from .model import Snapshot
 from .render import Rendered, Renderer
 from .status import DiskStatus, TransportStatus
 from .virt import Libvirt
+
+if TYPE_CHECKING:
+    from .virtio_channels import VirtioServer
 
 log = logging.getLogger(__name__)
 
@@ -77,9 +81,16 @@ class UpdateReport:
 
 
 class Pipeline:
-    """The collector, renderer and transports built from one Config."""
+    """The collector, renderer and transports built from one Config.
 
-    def __init__(self, config: Config, virt: Libvirt, disk: MetricsDisk | None):
+    The metrics disk and the virtio channels outlive a pipeline: the daemon
+    opens them, and keeps them across a reload that does not change them.
+    """
+
+    def __init__(
+        self, config: Config, virt: Libvirt, disk: MetricsDisk | None,
+        virtio: VirtioServer | None = None,
+    ):
         self.config = config
         env = dict(os.environ)
         if config.search_path:
@@ -98,15 +109,21 @@ class Pipeline:
             self.publishers.append(PerVmDiskPublisher(
                 config.disk.per_vm_dir, config.disk.size, config.virtio.expiration_time,
             ))
+        #: The server of the virtio channels, if any.
+        self.virtio = virtio
+        if virtio is not None:
+            self.publishers.append(virtio)
         self.rendered: Rendered | None = None
 
     async def start(self) -> None:
         for publisher in self.publishers:
             await publisher.start()
 
-    async def stop(self) -> None:
+    async def stop(self, keep: list | tuple = ()) -> None:
+        """Stop the transports, except those in *keep* (taken over by a new pipeline)."""
         for publisher in self.publishers:
-            await publisher.stop()
+            if not any(publisher is kept for kept in keep):
+                await publisher.stop()
 
     def status(self) -> tuple[TransportStatus, ...]:
         """What each publisher that reports on itself has to say."""

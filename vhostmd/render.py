@@ -9,7 +9,7 @@ and so that a virtio answer is the host fragment plus one VM's fragment.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from . import disk_format
 from .model import Domain, Metric, Snapshot, VmMetrics
@@ -33,7 +33,9 @@ def escape_text(text: str) -> str:
 
 
 def escape_attr(text: str) -> str:
-    return text.translate(_ATTR_ESCAPES)
+    if "&" in text or "<" in text or ">" in text or "'" in text or '"' in text:
+        return text.translate(_ATTR_ESCAPES)
+    return text
 
 
 def metric_element(metric: Metric, context: str, domain: Domain | None = None) -> str:
@@ -125,7 +127,7 @@ class _VmElements:
 
 @dataclass(slots=True)
 class Rendered:
-    """One update's output: the whole document and each VM's virtio answer."""
+    """One update's output: the whole document, and the fragments it is made of."""
 
     host: Fragment | None
     #: VM fragments by UUID, in document order.
@@ -133,19 +135,6 @@ class Rendered:
     domains: dict[str, Domain]
     document: bytes
     document_sum: int
-    _answers: dict[str, bytes] = field(default_factory=dict)
-
-    def answer(self, uuid: str) -> bytes:
-        """The virtio answer for the VM *uuid*, built on first use and kept."""
-        answer = self._answers.get(uuid)
-        if answer is None:
-            host = self.host.data if self.host is not None else HOST_UNAVAILABLE
-            vm = self.vms.get(uuid)
-            answer = b"".join(
-                (DOCUMENT_START, host, vm.data if vm is not None else VM_UNAVAILABLE, ANSWER_END)
-            )
-            self._answers[uuid] = answer
-        return answer
 
     def document_for(self, uuid: str) -> tuple[bytes, int]:
         """A document holding the host metrics and only VM *uuid*'s, with its sum."""
@@ -161,8 +150,22 @@ class Rendered:
         )
 
 
+def virtio_answer(host: Fragment | None, vm: Fragment | None) -> bytes:
+    """A VM's answer on its virtio channel: the host's metrics and its own.
+
+    As in the C vhostmd, a part that is unknown or empty (not collected yet,
+    or every metric of it failed) is replaced by a "not available" comment.
+    """
+    return b"".join((
+        DOCUMENT_START,
+        host.data if host is not None and host.data else HOST_UNAVAILABLE,
+        vm.data if vm is not None and vm.data else VM_UNAVAILABLE,
+        ANSWER_END,
+    ))
+
+
 #: The answer a channel gives before the first update has been rendered.
-UNAVAILABLE_ANSWER = DOCUMENT_START + HOST_UNAVAILABLE + VM_UNAVAILABLE + ANSWER_END
+UNAVAILABLE_ANSWER = virtio_answer(None, None)
 
 
 class Renderer:

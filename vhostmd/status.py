@@ -59,7 +59,7 @@ class ChannelStatus:
     connected: int = 0
     #: Connections the host could not make (socket refused, max_channels reached).
     refused: int = 0
-    #: Requests dropped because a guest asked faster than rate_limit allows.
+    #: Times a guest asked faster than rate_limit allows (its answers wait).
     rate_limited: int = 0
     #: Anything else the transport wants an admin to see, one line each.
     notes: tuple[str, ...] = ()

@@ -1,0 +1,379 @@
+#!/usr/bin/env python3
+"""Benchmark: N virtio channels, each guest asking once a second.
+
+This process plays QEMU and the guests: it creates N channel sockets laid
+out as libvirt lays them out and, once the server under test has connected
+to all of them, sends one ``GET /metrics/XML`` per channel per second
+(spread evenly over the second) and times each answer. The server under test
+runs in its own process, whose CPU time is read from /proc:
+
+  --mode server   the daemon's virtio transport fed with synthetic updates
+                  (the SAP metric set: 13 host and 4 VM metrics per VM, new
+                  values every --period seconds): what serving channels costs.
+  --mode daemon   the whole vhostmd command on libvirt's test driver with N
+                  domains and the metrics of the shipped configuration
+                  (built-ins: no process forked): collection, rendering and
+                  channels together.
+  --mode floor    a bare asyncio server answering every read with a fixed
+                  2 KiB (add_reader, recv, send): the least any asyncio
+                  server can spend on this machine, for comparison.
+
+--hostile K adds K more channels whose guests misbehave from the start: half
+ask without ever reading the answers, half send garbage without end. The
+figures are still those of the N well-behaved guests.
+
+Usage: .venv/bin/python benchmarks/virtio_serve.py [--channels 10,100,1024] [--seconds 30]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid as uuidlib
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+SOCKET_NAME = "org.github.vhostmd.1"
+REQUEST = b"GET /metrics/XML\n\n"
+
+
+def vm_uuid(i: int) -> str:
+    return str(uuidlib.uuid5(uuidlib.NAMESPACE_OID, f"bench-vm-{i}"))
+
+
+# ---------------------------------------------------------------------------
+# the server under test
+
+
+def serve(channel_path: Path, channels: int, period: int) -> None:
+    """Run the virtio transport on synthetic updates until SIGTERM."""
+    from vhostmd.config import VirtioConfig
+    from vhostmd.model import Domain, Metric, Snapshot, VmMetrics
+    from vhostmd.render import Renderer
+    from vhostmd.virtio_channels import VirtioServer
+
+    domains = [Domain(i, f"vm{i}", vm_uuid(i)) for i in range(1, channels + 1)]
+
+    def snapshot(tick: int) -> Snapshot:
+        host = (
+            Metric("HostName", "string", "bench-host"),
+            Metric("HostSystemInfo", "string", "bench-host"),
+            Metric("Time", "uint64", str(int(time.time()))),
+            Metric("VirtualizationVendor", "string", "Debian"),
+            Metric("VirtProductInfo", "string", "libvirt 9.0.0 QEMU 7.2.0"),
+            Metric("NumberOfPhysicalCPUs", "uint32", "64"),
+            Metric("TotalCPUTime", "real64", f"{123456.5 + tick:f}"),
+            Metric("MemoryAllocatedToVirtualServers", "uint64", str(500000 + tick)),
+            Metric("FreePhysicalMemory", "uint64", str(20000 - tick % 1000)),
+            Metric("FreeVirtualMemory", "uint64", str(30000 - tick % 1000)),
+            Metric("UsedVirtualMemory", "uint64", str(480000 + tick)),
+            Metric("PagedInMemory", "uint64", "1234"),
+            Metric("PagedOutMemory", "uint64", "567"),
+        )
+        vms = tuple(
+            VmMetrics(d, (
+                Metric("TotalCPUTime", "real64", f"{d.id * 10 + tick * 0.5:f}"),
+                Metric("ResourceProcessorLimit", "uint32", "4"),
+                Metric("ResourceMemoryLimit", "uint64", "8192"),
+                Metric("PhysicalMemoryAllocatedToVirtualSystem", "uint64", "8192"),
+            ))
+            for d in domains
+        )
+        return Snapshot(host=host, vms=vms)
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGTERM, stop.set)
+        server = VirtioServer(VirtioConfig(
+            channel_path=channel_path, max_channels=channels, expiration_time=max(15, 3 * period)))
+        await server.start()
+        renderer = Renderer()
+        tick = 0
+        while not stop.is_set():
+            snap = snapshot(tick)
+            server.publish(renderer.render(snap), snap)
+            tick += 1
+            try:
+                await asyncio.wait_for(stop.wait(), period)
+            except asyncio.TimeoutError:
+                pass
+        stats = server.stats
+        await server.stop()
+        print(f"server: {stats}", file=sys.stderr)
+
+    asyncio.run(main())
+
+
+def serve_floor(channel_path: Path, channels: int) -> None:
+    """The --mode floor server: no parsing, no limits, one fixed answer."""
+    answer = b"<metrics>\n" + b"x" * 2150 + b"</metrics>\n\n"
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        loop.add_signal_handler(signal.SIGTERM, stop.set)
+        socks = []
+
+        def on_readable(sock):
+            if sock.recv(1024):
+                sock.send(answer)
+
+        for i in range(1, channels + 1):
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.connect(str(channel_path / f"{i}-vm{i}" / SOCKET_NAME))
+            sock.setblocking(False)
+            loop.add_reader(sock.fileno(), on_readable, sock)
+            socks.append(sock)
+        await stop.wait()
+
+    asyncio.run(main())
+
+
+def daemon_config(path: Path, channel_path: Path, channels: int, period: int) -> None:
+    """The shipped configuration (its metrics), serving channels only, under *channel_path*."""
+    shipped = (ROOT / "conf" / "vhostmd.conf").read_text()
+    globals_ = f"""<globals>
+    <virtio>
+      <channel_path>{channel_path}</channel_path>
+      <max_channels>{channels}</max_channels>
+      <expiration_time>{max(15, 3 * period)}</expiration_time>
+    </virtio>
+    <update_period>{period}</update_period>
+    <transport>virtio</transport>
+  </globals>"""
+    path.write_text(re.sub(r"<globals>.*</globals>", globals_, shipped, count=1, flags=re.DOTALL))
+
+
+def node_file(path: Path, channels: int) -> None:
+    body = "".join(
+        f"<domain type='test'><name>vm{i}</name><uuid>{vm_uuid(i)}</uuid><memory>1048576</memory>"
+        f"<vcpu>2</vcpu><os><type>hvm</type></os></domain>\n"
+        for i in range(1, channels + 1)
+    )
+    path.write_text(f"<node>\n{body}</node>\n")
+
+
+# ---------------------------------------------------------------------------
+# QEMU and the guests
+
+
+class GuestSide(asyncio.Protocol):
+    """QEMU's end of one channel: the guest's requests go out, answers come in."""
+
+    def __init__(self, bench: "Bench", hostile: str = ""):
+        self.bench = bench
+        self.hostile = hostile
+        self.transport = None
+        self.data = bytearray()
+        self.sent = 0.0
+        self.waiting = False
+
+    def connection_made(self, transport):
+        self.transport = transport
+        if self.hostile == "no-read":
+            transport.pause_reading()
+            transport.write(REQUEST * 100_000)
+        elif self.hostile == "garbage":
+            transport.pause_reading()
+            transport.write(b"garbage without a blank line " * 150_000)
+        else:
+            self.bench.connected.append(self)
+        self.bench.accepted += 1
+        if self.bench.accepted == self.bench.channels + self.bench.hostile:
+            self.bench.all_connected.set()
+
+    def data_received(self, data):
+        self.data += data
+        if self.data.endswith(b"</metrics>\n\n") or self.data.endswith(b"INVALID REQUEST\n\n"):
+            self.bench.answered(time.perf_counter() - self.sent, len(self.data))
+            self.data.clear()
+            self.waiting = False
+
+    def connection_lost(self, exc):
+        self.bench.lost += 1
+
+    def ask(self) -> bool:
+        if self.waiting:
+            return False
+        self.waiting = True
+        self.sent = time.perf_counter()
+        self.transport.write(REQUEST)
+        return True
+
+
+class Bench:
+    def __init__(self, channels: int, hostile: int):
+        self.channels = channels
+        self.hostile = hostile
+        self.accepted = 0
+        self.connected: list[GuestSide] = []
+        self.all_connected = asyncio.Event()
+        self.recording = False
+        self.latencies: list[float] = []
+        self.answers = 0
+        self.answer_bytes = 0
+        self.skipped = 0
+        self.lost = 0
+
+    def answered(self, latency, size):
+        if self.recording:
+            self.latencies.append(latency)
+            self.answers += 1
+            self.answer_bytes = size
+
+    async def listen(self, channel_path: Path) -> list:
+        loop = asyncio.get_running_loop()
+        servers = []
+        for i in range(1, self.channels + self.hostile + 1):
+            hostile = "" if i <= self.channels else ("no-read", "garbage")[i % 2]
+            directory = channel_path / f"{i}-vm{i}"
+            directory.mkdir()
+            servers.append(await loop.create_unix_server(
+                lambda hostile=hostile: GuestSide(self, hostile), str(directory / SOCKET_NAME)))
+        return servers
+
+    async def ask_loop(self) -> None:
+        """Each guest once a second, spread evenly over the second."""
+        guests = self.connected
+        start = time.perf_counter()
+        step = 1.0 / len(guests)
+        k = 0
+        while True:
+            due = start + k * step
+            delay = due - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            if not guests[k % len(guests)].ask() and self.recording:
+                self.skipped += 1
+            k += 1
+
+
+def cpu_times(pid: int) -> tuple[float, float]:
+    """User and system CPU seconds of process *pid* so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    tick = os.sysconf("SC_CLK_TCK")
+    return int(fields[11]) / tick, int(fields[12]) / tick
+
+
+def percentile(values: list[float], p: float) -> float:
+    values = sorted(values)
+    return values[min(len(values) - 1, int(len(values) * p))]
+
+
+async def measure(args, channels: int) -> dict:
+    """One run with *channels* well-behaved guests; returns its figures."""
+    work = Path(tempfile.mkdtemp(prefix="vhostmd-bench-"))
+    channel_path = work / "channel"
+    channel_path.mkdir()
+    bench = Bench(channels, args.hostile)
+    total = channels + args.hostile
+    servers = await bench.listen(channel_path)
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    if args.mode == "server":
+        cmd = [sys.executable, __file__, "--serve", str(channel_path),
+               "--channels", str(total), "--period", str(args.period)]
+    elif args.mode == "floor":
+        cmd = [sys.executable, __file__, "--serve-floor", str(channel_path), "--channels", str(total)]
+    else:
+        node_file(work / "node.xml", total)
+        daemon_config(work / "vhostmd.conf", channel_path, total, args.period)
+        cmd = [sys.executable, "-m", "vhostmd", "-d", "-c", f"test://{work / 'node.xml'}",
+               "-f", str(work / "vhostmd.conf")]
+    log = open(work / "server.log", "w+")  # a file: a full pipe would block the server
+    proc = subprocess.Popen(cmd, env=env, stderr=log, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not bench.all_connected.is_set():
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("the server under test exited or did not connect every channel")
+            await asyncio.sleep(0.1)
+        asker = asyncio.ensure_future(bench.ask_loop())
+        await asyncio.sleep(args.warmup)
+        bench.recording = True
+        cpu0, wall0 = cpu_times(proc.pid), time.perf_counter()
+        await asyncio.sleep(args.seconds)
+        cpu1, wall1 = cpu_times(proc.pid), time.perf_counter()
+        bench.recording = False
+        asker.cancel()
+    except BaseException:
+        print(f"{bench.accepted} of {total} channels connected", file=sys.stderr)
+        args.verbose = True
+        raise
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
+        for server in servers:
+            server.close()
+        log.seek(0)
+        if args.verbose:
+            print(log.read(), file=sys.stderr)
+        log.close()
+        shutil.rmtree(work, ignore_errors=True)
+    wall = wall1 - wall0
+    lat = bench.latencies or [float("nan")]
+    user, system = cpu1[0] - cpu0[0], cpu1[1] - cpu0[1]
+    return {
+        "channels": channels,
+        "answers/s": bench.answers / wall,
+        "size": bench.answer_bytes,
+        "p50 ms": statistics.median(lat) * 1000,
+        "p99 ms": percentile(lat, 0.99) * 1000,
+        "max ms": max(lat) * 1000,
+        "CPU %": 100 * (user + system) / wall,
+        "skipped": bench.skipped,
+        "lost": bench.lost,
+    }
+
+
+async def run(args) -> int:
+    hostile = f", {args.hostile} hostile guests" if args.hostile else ""
+    print(f"mode {args.mode}, update period {args.period} s, {args.seconds:g} s measured{hostile}")
+    print(f"{'channels':>8} {'answers/s':>10} {'bytes':>6} {'p50 ms':>7} {'p99 ms':>7} "
+          f"{'max ms':>7} {'CPU %':>6}")
+    for channels in args.channels:
+        r = await measure(args, channels)
+        print(f"{r['channels']:>8} {r['answers/s']:>10.1f} {r['size']:>6} {r['p50 ms']:>7.2f} "
+              f"{r['p99 ms']:>7.2f} {r['max ms']:>7.2f} {r['CPU %']:>6.2f}", flush=True)
+        if r["skipped"] or r["lost"]:
+            print(f"         ({r['skipped']} asks skipped: answer outstanding; {r['lost']} channels lost)")
+    return 0
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--channels", default="10,100,1024",
+                        help="comma-separated channel counts, one run each (default 10,100,1024)")
+    parser.add_argument("--seconds", type=float, default=30.0, help="measured time per run")
+    parser.add_argument("--warmup", type=float, default=3.0)
+    parser.add_argument("--period", type=int, default=5, help="update period of the server")
+    parser.add_argument("--mode", choices=("server", "daemon", "floor"), default="server")
+    parser.add_argument("--hostile", type=int, default=0, help="extra misbehaving guests")
+    parser.add_argument("--verbose", action="store_true", help="print the server's log")
+    parser.add_argument("--serve", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--serve-floor", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    args.channels = [int(n) for n in str(args.channels).split(",")]
+    if args.serve:
+        serve(args.serve, args.channels[0], args.period)
+        return 0
+    if args.serve_floor:
+        serve_floor(args.serve_floor, args.channels[0])
+        return 0
+    return asyncio.run(run(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,710 @@
+"""The virtio-serial transport: each VM asks over its own channel for its metrics.
+
+For a VM with a channel ``org.github.vhostmd.1``, QEMU listens on a unix
+socket ``<channel_path>/<id>-<name>/org.github.vhostmd.1`` (older libvirt:
+``domain-<id>-<name>/``; the name cut to 20 characters) and relays what the
+guest writes to its port. The daemon connects to it as the client and
+answers each ``GET /metrics/XML`` with the host's metrics and that VM's own.
+
+Guests are untrusted: this is where a VM's user reaches a root daemon. What a
+guest can make it do is bounded per channel:
+
+- reading: at most ``READ_CHUNK`` bytes are read at a time, and nothing more
+  is read from a channel until every request read so far is answered (the
+  parser itself holds under 512 bytes of an unfinished request);
+- answering: a token bucket (``rate_limit`` per second, ``rate_burst`` at
+  once) paces answers, valid or not; a request over the rate is answered
+  late, not dropped, and the channel is not read meanwhile;
+- writing: at most the rest of one answer waits in the daemon for a guest
+  that does not read (beyond what the kernel's socket buffer holds); until
+  it is taken, the channel is neither read nor answered.
+
+A misbehaving guest therefore costs a few wake-ups per second and a few KiB,
+and never delays another guest's answers. The answer bytes themselves are
+built once per update for each VM that asks and shared by all its requests.
+
+Channels are found by listing ``channel_path`` only when a VM with metrics
+has no channel (after an update, when inotify reports a new directory or
+socket there, or when a failed attempt's back-off ends). The directory name
+must match the VM's id *and* name, so a directory left by another VM never
+receives this VM's metrics. A socket that refuses connections (a VM that died
+and left it) is retried with exponential back-off; every attempt is a
+non-blocking connect that fails at once, so it never delays the others.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import re
+import resource
+import socket
+import stat
+import time
+from collections import deque
+from dataclasses import dataclass
+
+from .config import Config, VirtioConfig
+from .virtio_inotify import (
+    IN_CREATE, IN_DONT_FOLLOW, IN_IGNORED, IN_MOVED_TO, IN_ONLYDIR, IN_Q_OVERFLOW, Inotify,
+)
+from .model import Domain, Snapshot
+from .pipeline import PublishError
+from .render import Fragment, Rendered, virtio_answer
+from .status import ChannelStatus, TransportStatus
+from .virtio_protocol import INVALID_ANSWER, Event, RequestParser
+
+log = logging.getLogger(__name__)
+
+#: The socket QEMU creates for the channel ``<target name='org.github.vhostmd.1'/>``.
+SOCKET_NAME = "org.github.vhostmd.1"
+#: libvirt cuts the domain name in channel directory names to this many characters.
+SHORT_NAME_MAX = 20
+#: Most bytes read from a channel at once.
+READ_CHUNK = 1024
+#: Retry delays after a failed connection attempt: doubled after each failure.
+BACKOFF_INITIAL = 0.25
+BACKOFF_MAX = 30.0
+#: A channel that stayed open this long resets its VM's back-off when it closes.
+STABLE_AFTER = 30.0
+#: Descriptors kept for everything but channels (libvirt, actions, disk, logs).
+SPARE_FDS = 256
+
+_DIR_NAME = re.compile(rb"(?:domain-)?([0-9]+)-(.+)", re.DOTALL)
+_WATCH_TOP = IN_CREATE | IN_MOVED_TO | IN_ONLYDIR
+_WATCH_VM_DIR = IN_CREATE | IN_MOVED_TO | IN_ONLYDIR | IN_DONT_FOLLOW
+
+
+def parse_channel_dir(name: bytes) -> tuple[int, bytes] | None:
+    """``(id, name part)`` of a channel directory name, or None if it is not one."""
+    match = _DIR_NAME.fullmatch(name)
+    if match is None or len(match.group(1)) > 10:
+        return None
+    return int(match.group(1)), match.group(2)
+
+
+def name_matches(part: bytes, domain_name: str) -> bool:
+    """Whether a directory's name part is the domain's name as libvirt writes it.
+
+    libvirt writes the name cut to 20 characters (newer versions) or 20 bytes
+    (older ones, and any version in a non-UTF-8 locale); very old versions
+    wrote it whole.
+    """
+    full = os.fsencode(domain_name)
+    return part in (full, full[:SHORT_NAME_MAX], os.fsencode(domain_name[:SHORT_NAME_MAX]))
+
+
+class TokenBucket:
+    """``rate`` tokens a second, at most ``burst`` saved up."""
+
+    __slots__ = ("rate", "burst", "_tokens", "_stamp")
+
+    def __init__(self, rate: float, burst: int, now: float):
+        self.rate = rate
+        self.burst = float(burst)
+        self._tokens = self.burst
+        self._stamp = now
+
+    def take(self, now: float) -> float:
+        """Take a token: 0 if there was one, else the seconds until there is."""
+        tokens = self._tokens + (now - self._stamp) * self.rate
+        if tokens > self.burst:
+            tokens = self.burst
+        self._stamp = now
+        if tokens >= 1.0:
+            self._tokens = tokens - 1.0
+            return 0.0
+        self._tokens = tokens
+        return (1.0 - tokens) / self.rate
+
+
+@dataclass(slots=True)
+class VirtioStats:
+    """Counters since the transport started (for status and benchmarks)."""
+
+    answers: int = 0
+    invalid: int = 0
+    delayed: int = 0
+    opened: int = 0
+    closed: int = 0
+    connect_failures: int = 0
+
+
+@dataclass(eq=False, slots=True)
+class _Vm:
+    """A VM with metrics: what it is sent, and the state of its channel."""
+
+    domain: Domain
+    fragment: Fragment | None = None
+    #: Clock time of the last update that brought metrics for it.
+    updated: float = 0.0
+    channel: "Channel | None" = None
+    #: No connection attempt before this clock time (back-off).
+    retry_at: float = 0.0
+    delay: float = 0.0
+    #: Whether the first failure to connect has been logged.
+    failure_logged: bool = False
+    #: (host fragment, VM fragment, answer bytes) last built.
+    answer: tuple | None = None
+
+    def describe(self) -> str:
+        return f"VM {self.domain.name!r} (id {self.domain.id})"
+
+
+class Channel:
+    """One VM's connection: requests in, answers out, within its bounds.
+
+    The socket is served with the event loop's add_reader/add_writer rather
+    than an asyncio transport: one less layer per request, and the daemon
+    holds exactly what it decides to (at most the rest of one answer).
+    """
+
+    __slots__ = (
+        "vm", "path", "opened", "closed", "_server", "_loop", "_sock", "_fd", "_parser",
+        "_bucket", "_pending", "_out", "_reading", "_timer",
+    )
+
+    def __init__(self, server: "VirtioServer", vm: _Vm, sock: socket.socket, path: str):
+        self.vm = vm
+        self.path = path
+        self.opened = server.clock()
+        self.closed = False
+        self._server = server
+        self._loop = server._loop
+        self._sock = sock
+        self._fd = sock.fileno()
+        self._parser = RequestParser()
+        config = server.config
+        self._bucket = TokenBucket(config.rate_limit, config.rate_burst, time.monotonic())
+        #: Requests read but not answered yet (at most one read's worth).
+        self._pending: deque[Event] = deque()
+        #: The part of an answer the guest has not taken yet.
+        self._out: memoryview | None = None
+        self._reading = False
+        self._timer: asyncio.TimerHandle | None = None
+        self._set_reading(True)
+
+    @property
+    def queued(self) -> int:
+        """Bytes of answer waiting in the daemon for the guest to read."""
+        return len(self._out) if self._out is not None else 0
+
+    @property
+    def reading(self) -> bool:
+        return self._reading
+
+    def _set_reading(self, on: bool) -> None:
+        if on != self._reading:
+            self._reading = on
+            if on:
+                self._loop.add_reader(self._fd, self._on_readable)
+            else:
+                self._loop.remove_reader(self._fd)
+
+    def _on_readable(self) -> None:
+        try:
+            data = self._sock.recv(READ_CHUNK)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as err:
+            self.close(err, by_peer=True)
+            return
+        if not data:
+            self.close(None, by_peer=True)  # QEMU went away
+            return
+        events = self._parser.feed(data)
+        if events:
+            self._pending.extend(events)
+            self._answer()
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._answer()
+
+    def _answer(self) -> None:
+        """Answer pending requests as far as the rate and the guest allow."""
+        pending, stats = self._pending, self._server.stats
+        while pending and self._out is None:
+            wait = self._bucket.take(time.monotonic())
+            if wait > 0:
+                if self._timer is None:
+                    stats.delayed += 1
+                    self._timer = self._loop.call_later(wait, self._on_timer)
+                break
+            if pending.popleft() is Event.GET_METRICS:
+                stats.answers += 1
+                self._send(self._server.answer(self.vm))
+            else:
+                stats.invalid += 1
+                log.debug("virtio: %s: invalid request", self.vm.describe())
+                self._send(INVALID_ANSWER)
+            if self.closed:
+                return
+        # Read on only once everything read so far is answered and taken.
+        idle = not pending and self._out is None
+        if idle is not self._reading:
+            self._set_reading(idle)
+
+    def _send(self, data: bytes) -> None:
+        try:
+            sent = self._sock.send(data)
+        except (BlockingIOError, InterruptedError):
+            sent = 0
+        except OSError as err:
+            self.close(err, by_peer=True)
+            return
+        if sent < len(data):
+            # The guest is not reading: keep the rest (a view, not a copy of
+            # the shared answer) until it does, and neither read nor answer.
+            self._out = memoryview(data)[sent:]
+            self._loop.add_writer(self._fd, self._on_writable)
+
+    def _on_writable(self) -> None:
+        try:
+            sent = self._sock.send(self._out)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as err:
+            self.close(err, by_peer=True)
+            return
+        self._out = self._out[sent:]
+        if not self._out:
+            self._out = None
+            self._loop.remove_writer(self._fd)
+            self._answer()
+
+    def close(self, exc: Exception | None = None, by_peer: bool = False) -> None:
+        """Close now, dropping what the guest has not read."""
+        if self.closed:
+            return
+        self.closed = True
+        if self._reading:
+            self._loop.remove_reader(self._fd)
+        if self._out is not None:
+            self._loop.remove_writer(self._fd)
+            self._out = None
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._pending.clear()
+        self._sock.close()
+        self._server._channel_closed(self, exc, by_peer)
+
+
+class VirtioServer:
+    """All VMs' channels, served from the latest update.
+
+    Lives as long as the daemon (a reload with the same virtio settings keeps
+    it and its channels); ``publish()`` is called after every update.
+    """
+
+    name = "virtio"
+
+    def __init__(self, config: VirtioConfig, clock=time.monotonic):
+        self.config = config
+        self.clock = clock
+        self.stats = VirtioStats()
+        self._vms: dict[str, _Vm] = {}
+        self._by_id: dict[int, _Vm] = {}
+        self._channels: set[Channel] = set()
+        self._host: Fragment | None = None
+        self._running = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._scan_pending = False
+        self._retry_timer: asyncio.TimerHandle | None = None
+        self._expiry_timer: asyncio.TimerHandle | None = None
+        self._inotify: Inotify | None = None
+        self._top_wd: int | None = None
+        #: inotify watches of VM directories still waiting for their socket.
+        self._dir_watches: dict[int, bytes] = {}
+        self._watched_dirs: dict[bytes, int] = {}
+        #: VMs with metrics left without a channel by max_channels at the last scan.
+        self._over_limit = 0
+        self._mismatch_warned: set[bytes] = set()
+        self._dir_problem: str | None = None
+
+    @property
+    def channels(self) -> int:
+        """Channels open now."""
+        return len(self._channels)
+
+    def status(self) -> TransportStatus:
+        """Channels open, failed attempts, requests held back by the rate limit."""
+        notes = []
+        if self._over_limit:
+            notes.append(f"max_channels {self.config.max_channels} reached: "
+                         f"{self._over_limit} VM(s) with metrics not connected")
+        if self.stats.invalid:
+            notes.append(f"{self.stats.invalid} invalid request(s) answered INVALID REQUEST")
+        return TransportStatus(
+            name=self.name,
+            channels=ChannelStatus(
+                connected=len(self._channels),
+                refused=self.stats.connect_failures,
+                rate_limited=self.stats.delayed,
+                notes=tuple(notes),
+            ),
+            errors=(self._dir_problem,) if self._dir_problem else (),
+        )
+
+    # lifecycle
+
+    async def start(self) -> None:
+        if self._running:
+            return
+        self._running = True
+        self._loop = asyncio.get_running_loop()
+        _raise_fd_limit(self.config.max_channels + SPARE_FDS)
+        try:
+            self._inotify = Inotify()
+        except OSError as err:
+            log.warning("virtio: inotify unavailable (%s); new channels are found at updates "
+                        "and retries only", err)
+        else:
+            self._loop.add_reader(self._inotify.fd, self._on_inotify)
+            self._watch_top()
+        log.info("virtio: serving channels under %s (at most %d)",
+                 self.config.channel_path, self.config.max_channels)
+
+    async def stop(self) -> None:
+        if not self._running:
+            return
+        self._running = False
+        for handle in (self._retry_timer, self._expiry_timer):
+            if handle is not None:
+                handle.cancel()
+        self._close_inotify()
+        for vm in self._vms.values():
+            vm.channel = None
+        self._vms.clear()
+        self._by_id.clear()
+        channels = list(self._channels)
+        for channel in channels:
+            channel.close()
+        if channels:
+            log.info("virtio: %d channel(s) closed", len(channels))
+
+    # publishing
+
+    def publish(self, rendered: Rendered, snapshot: Snapshot) -> None:
+        """Take one update's metrics; connect VMs that have no channel yet."""
+        if not self._running:
+            return
+        now = self.clock()
+        self._host = rendered.host
+        for uuid, fragment in rendered.vms.items():
+            domain = rendered.domains[uuid]
+            vm = self._vms.get(uuid)
+            if vm is not None and vm.domain != domain:
+                # Restarted (a new id, so a new socket) or renamed.
+                self._forget(vm, f"now id {domain.id} ({domain.name!r})")
+                vm = None
+            if vm is None:
+                vm = self._vms[uuid] = _Vm(domain, delay=BACKOFF_INITIAL)
+                self._by_id[domain.id] = vm
+            vm.fragment = fragment
+            vm.updated = now
+        if snapshot.vms_known:
+            for uuid, vm in list(self._vms.items()):
+                if uuid not in rendered.vms:
+                    self._forget(vm, "not running any more")
+        self._expire(now)
+        if self._inotify is not None and self._top_wd is None:
+            self._watch_top()
+        self._request_scan()
+        if self._dir_problem and any(vm.channel is None for vm in self._vms.values()):
+            raise PublishError(self._dir_problem)
+
+    def answer(self, vm: _Vm) -> bytes:
+        """*vm*'s answer: built at its first request after an update, then reused."""
+        host, fragment = self._host, vm.fragment
+        cached = vm.answer
+        if cached is None or cached[0] is not host or cached[1] is not fragment:
+            cached = vm.answer = (host, fragment, virtio_answer(host, fragment))
+        return cached[2]
+
+    def _forget(self, vm: _Vm, why: str) -> None:
+        """Stop serving *vm*: close its channel, drop its metrics."""
+        del self._vms[vm.domain.uuid]
+        if self._by_id.get(vm.domain.id) is vm:
+            del self._by_id[vm.domain.id]
+        if vm.channel is not None:
+            log.info("virtio: closing the channel of %s: %s", vm.describe(), why)
+            channel, vm.channel = vm.channel, None
+            channel.close()
+
+    def _expire(self, now: float) -> None:
+        limit = self.config.expiration_time
+        for vm in list(self._vms.values()):
+            if now - vm.updated >= limit:
+                self._forget(vm, f"no metrics update for {limit} s")
+        if self._expiry_timer is not None:
+            self._expiry_timer.cancel()
+            self._expiry_timer = None
+        if self._vms:
+            due = min(vm.updated for vm in self._vms.values()) + limit
+            self._expiry_timer = self._loop.call_later(
+                max(0.0, due - now) + 0.01, lambda: self._expire(self.clock())
+            )
+
+    # finding and connecting channels
+
+    def _request_scan(self) -> None:
+        """Scan soon (once, however many ask in the meantime)."""
+        if self._running and not self._scan_pending:
+            self._scan_pending = True
+            self._loop.call_soon(self._scan)
+
+    def _scan(self) -> None:
+        """Connect every VM that has metrics, no channel and no back-off pending."""
+        self._scan_pending = False
+        if not self._running:
+            return
+        now = self.clock()
+        need = [vm for vm in self._vms.values() if vm.channel is None and vm.retry_at <= now]
+        free = self.config.max_channels - len(self._channels)
+        tried = 0
+        if need and free > 0:
+            candidates = self._list(need)
+            for vm in need:
+                if tried == free:
+                    break
+                tried += 1
+                sock, path = None, ""
+                if candidates is not None:
+                    sock, path = self._connect(vm, candidates.get(vm.domain.id, ()))
+                if sock is None:
+                    self._back_off(vm, now)
+                else:
+                    self._attach(vm, sock, path)
+        self._check_limit(len(need) - tried)
+        self._schedule_retry()
+
+    def _list(self, need: list[_Vm]) -> dict[int, list[str]] | None:
+        """The directories of channel_path that belong to VMs in *need*, by id."""
+        wanted = {vm.domain.id: vm for vm in need}
+        found: dict[int, list[str]] = {}
+        path = self.config.channel_path
+        try:
+            with os.scandir(path) as entries:
+                for entry in entries:
+                    raw = os.fsencode(entry.name)
+                    parsed = parse_channel_dir(raw)
+                    if parsed is None or parsed[0] not in wanted:
+                        continue
+                    vm = wanted[parsed[0]]
+                    if not name_matches(parsed[1], vm.domain.name):
+                        if raw not in self._mismatch_warned:
+                            if len(self._mismatch_warned) > 4096:
+                                self._mismatch_warned.clear()
+                            self._mismatch_warned.add(raw)
+                            log.warning("virtio: %s/%s is not the channel of %s: name differs; "
+                                        "not connected", path, entry.name, vm.describe())
+                        continue
+                    if entry.is_dir(follow_symlinks=False):
+                        found.setdefault(vm.domain.id, []).append(entry.path)
+        except OSError as err:
+            problem = f"virtio: cannot list channel directory {path}: {err.strerror}"
+            if problem != self._dir_problem:
+                log.warning("%s", problem)
+            self._dir_problem = problem
+            return None
+        if self._dir_problem:
+            log.info("virtio: channel directory %s is readable again", path)
+            self._dir_problem = None
+        return found
+
+    def _connect(self, vm: _Vm, directories: list[str]) -> tuple[socket.socket | None, str]:
+        """A socket connected to *vm*'s channel, trying its directories in order.
+
+        A VM without a socket (no vhostmd channel, or QEMU not there yet) is
+        normal and logged at debug level; a socket that refuses is logged
+        once per VM.
+        """
+        if not directories:
+            log.debug("virtio: no channel directory for %s", vm.describe())
+        for directory in directories:
+            path = os.path.join(directory, SOCKET_NAME)
+            try:
+                mode = os.lstat(path).st_mode
+            except OSError as err:
+                log.debug("virtio: %s: %s", path, err.strerror)
+                self._watch_dir(directory)
+                continue
+            if not stat.S_ISSOCK(mode):
+                self._connect_failed(vm, f"{path} is not a socket")
+                continue
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_NONBLOCK
+                                 | socket.SOCK_CLOEXEC)
+            try:
+                # A unix socket connects or fails at once (EAGAIN when QEMU's
+                # backlog is full): this never waits.
+                err = sock.connect_ex(path)
+                why = os.strerror(err)
+            except OSError as exc:  # e.g. a path too long for a unix socket
+                err, why = -1, exc.strerror or str(exc)
+            if err == 0:
+                return sock, path
+            sock.close()
+            self._connect_failed(vm, f"{path}: {why}")
+            self._watch_dir(directory)
+        return None, ""
+
+    def _connect_failed(self, vm: _Vm, why: str) -> None:
+        self.stats.connect_failures += 1
+        level = logging.DEBUG if vm.failure_logged else logging.INFO
+        vm.failure_logged = True
+        log.log(level, "virtio: cannot connect %s: %s; retrying in %.2g s",
+                vm.describe(), why, vm.delay)
+
+    def _attach(self, vm: _Vm, sock: socket.socket, path: str) -> None:
+        """Serve *vm* on the connected *sock*."""
+        vm.channel = channel = Channel(self, vm, sock, path)
+        self._channels.add(channel)
+        self.stats.opened += 1
+        vm.failure_logged = False
+        self._unwatch_dir(os.path.dirname(path))
+        log.info("virtio: opened the channel of %s (%d/%d)",
+                 vm.describe(), len(self._channels), self.config.max_channels)
+
+    def _back_off(self, vm: _Vm, now: float) -> None:
+        """No attempt for *vm* before its delay has passed; double the delay."""
+        vm.retry_at = now + vm.delay
+        vm.delay = min(vm.delay * 2, BACKOFF_MAX)
+
+    def _channel_closed(self, channel: Channel, exc: Exception | None, by_peer: bool) -> None:
+        self._channels.discard(channel)
+        self.stats.closed += 1
+        vm = channel.vm
+        if vm.channel is channel:
+            vm.channel = None
+            now = self.clock()
+            if now - channel.opened >= STABLE_AFTER:
+                vm.delay = BACKOFF_INITIAL
+            why = f": {exc}" if exc else ""
+            level = logging.INFO if by_peer else logging.DEBUG
+            log.log(level, "virtio: the channel of %s was closed%s", vm.describe(),
+                    " by QEMU" + why if by_peer else why)
+            self._back_off(vm, now)
+        self._request_scan()  # a free slot, or a retry to schedule
+
+    def _check_limit(self, skipped: int) -> None:
+        """Warn once when max_channels leaves VMs untried; say when it clears."""
+        if skipped and not self._over_limit:
+            log.warning("virtio: max_channels %d reached: %d VM(s) with metrics are not "
+                        "connected (raise <max_channels> in the configuration)",
+                        self.config.max_channels, skipped)
+        elif not skipped and self._over_limit:
+            log.info("virtio: below max_channels again: every VM with metrics can be connected")
+        self._over_limit = skipped
+
+    def _schedule_retry(self) -> None:
+        """Wake up when the earliest back-off ends."""
+        if self._retry_timer is not None:
+            self._retry_timer.cancel()
+            self._retry_timer = None
+        if len(self._channels) >= self.config.max_channels:
+            return  # a closing channel asks for a scan
+        now = self.clock()
+        waits = [vm.retry_at for vm in self._vms.values() if vm.channel is None and vm.retry_at > now]
+        if waits:
+            self._retry_timer = self._loop.call_later(min(waits) - now, self._request_scan)
+
+    # inotify: new directories and sockets wake the VM they belong to
+
+    def _watch_top(self) -> None:
+        try:
+            self._top_wd = self._inotify.add_watch(str(self.config.channel_path), _WATCH_TOP)
+        except OSError as err:
+            log.debug("virtio: cannot watch %s: %s", self.config.channel_path, err.strerror)
+            self._top_wd = None
+
+    def _watch_dir(self, directory: str) -> None:
+        """Watch a VM's directory for its socket to appear."""
+        name = os.fsencode(os.path.basename(directory))
+        if self._inotify is None or name in self._watched_dirs:
+            return
+        try:
+            wd = self._inotify.add_watch(directory, _WATCH_VM_DIR)
+        except OSError:
+            return  # e.g. out of watches: the back-off retries still find it
+        self._dir_watches[wd] = name
+        self._watched_dirs[name] = wd
+
+    def _unwatch_dir(self, directory: str) -> None:
+        wd = self._watched_dirs.pop(os.fsencode(os.path.basename(directory)), None)
+        if wd is not None:
+            del self._dir_watches[wd]
+            self._inotify.rm_watch(wd)
+
+    def _close_inotify(self) -> None:
+        if self._inotify is not None:
+            self._loop.remove_reader(self._inotify.fd)
+            self._inotify.close()
+            self._inotify = None
+        self._top_wd = None
+        self._dir_watches.clear()
+        self._watched_dirs.clear()
+
+    def _on_inotify(self) -> None:
+        try:
+            events = self._inotify.read()
+        except OSError as err:
+            # Not expected; without inotify, back-off retries still find sockets.
+            log.warning("virtio: reading inotify events failed (%s); not watching any more", err)
+            self._close_inotify()
+            return
+        wake = False
+        for event in events:
+            if event.mask & IN_Q_OVERFLOW:
+                for vm in self._vms.values():
+                    vm.retry_at = 0.0
+                wake = True
+            elif event.mask & IN_IGNORED:
+                if event.wd == self._top_wd:
+                    self._top_wd = None  # channel_path went away; watched again at an update
+                name = self._dir_watches.pop(event.wd, None)
+                if name is not None:
+                    self._watched_dirs.pop(name, None)
+            elif event.wd == self._top_wd:
+                wake |= self._wake(event.name)
+            elif event.name == SOCKET_NAME.encode() and event.wd in self._dir_watches:
+                wake |= self._wake(self._dir_watches[event.wd])
+        if wake:
+            self._request_scan()
+
+    def _wake(self, directory: bytes) -> bool:
+        """End the back-off of the VM a new directory or socket may belong to."""
+        parsed = parse_channel_dir(directory)
+        vm = self._by_id.get(parsed[0]) if parsed else None
+        if vm is None or vm.channel is not None or not name_matches(parsed[1], vm.domain.name):
+            return False
+        vm.retry_at = 0.0
+        vm.delay = BACKOFF_INITIAL
+        return True
+
+
+def _raise_fd_limit(wanted: int) -> None:
+    """Make room for max_channels sockets: the usual soft limit is only 1024."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft >= wanted:
+        return
+    new = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (new, hard))
+    except (ValueError, OSError) as err:
+        new = soft
+        log.debug("virtio: cannot raise the open file limit: %s", err)
+    if new < wanted:
+        log.warning("virtio: the open file limit %d leaves too few descriptors for max_channels %d "
+                    "(raise LimitNOFILE)", new, wanted - SPARE_FDS)
+
+
+def open_virtio(config: Config, current: VirtioServer | None = None) -> VirtioServer | None:
+    """The channels *config* asks for, reusing *current* (and its channels) when unchanged."""
+    if "virtio" not in config.transports:
+        return None
+    if current is not None and current.config == config.virtio:
+        return current
+    return VirtioServer(config.virtio)
