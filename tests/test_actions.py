@@ -96,12 +96,13 @@ def test_path_setting_becomes_the_actions_path(tmp_path):
 def test_action_timeout_kills_the_whole_process_group(tmp_path):
     marker = tmp_path / "child.pid"
     slow = f"sh -c 'echo $$ > {marker}; sleep 60' & sleep 60"
-    metrics = metric("Slow", slow, attrs=' timeout="1"') + metric("Fast", "echo fast")
+    # Long enough for the background child to record its pid on a busy machine.
+    metrics = metric("Slow", slow, attrs=' timeout="3"') + metric("Fast", "echo fast")
     started = time.monotonic()
     result, doc = run_once(tmp_path, metrics)
     assert time.monotonic() - started < 30
     assert result.returncode == 0
-    assert "metric 'Slow'" in result.stderr and "timed out after 1 s" in result.stderr
+    assert "metric 'Slow'" in result.stderr and "timed out after 3 s" in result.stderr
     assert values(doc, "Fast") == ["fast"]
     assert values(doc, "Slow") == []
     child = int(marker.read_text())
