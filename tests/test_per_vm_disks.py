@@ -22,7 +22,8 @@ import pytest
 from vhostmd import config as config_mod
 from vhostmd.model import Domain, Metric, Snapshot, VmMetrics
 from vhostmd.per_vm_disks import PerVmDiskPublisher
-from vhostmd.pipeline import Pipeline, PublishError, open_disk
+from vhostmd.pipeline import Pipeline, open_disk
+from vhostmd.publish import PublishError
 from vhostmd.render import Renderer
 from vhostmd.virt import Libvirt
 

@@ -21,7 +21,7 @@ from typing import Callable
 from . import disk_format
 from .disk import DIR_MODE, DiskError, MetricsDisk
 from .model import Snapshot
-from .pipeline import PublishError
+from .publish import PublishError
 from .render import Rendered
 from .status import DiskStatus, TransportStatus
 

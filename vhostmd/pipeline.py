@@ -12,54 +12,18 @@ from .actions import ActionRunner
 from .capacity import CapacityWatch
 from .collect import Collector
 from .config import Config
-from .disk import DiskError, MetricsDisk
-from .disk_format import HEADER_SIZE
+from .disk import MetricsDisk
 from .model import Snapshot
+from .per_vm_disks import PerVmDiskPublisher
+from .publish import DiskPublisher, PublishError
 from .render import Rendered, Renderer
-from .status import DiskStatus, TransportStatus
+from .status import TransportStatus
 from .virt import Libvirt
 
 if TYPE_CHECKING:
     from .virtio_channels import VirtioServer
 
 log = logging.getLogger(__name__)
-
-
-class PublishError(Exception):
-    """A transport could not publish this update; the message says why."""
-
-
-class DiskPublisher:
-    """Publishes the whole document to the shared metrics disk."""
-
-    name = "vbd"
-
-    def __init__(self, disk: MetricsDisk):
-        self.disk = disk
-        self._used = 0
-        self._error: str | None = None
-
-    def publish(self, rendered: Rendered, snapshot: Snapshot) -> None:
-        try:
-            self.disk.publish(rendered.document, rendered.document_sum)
-        except DiskError as err:
-            self._error = str(err)
-            raise PublishError(str(err)) from None
-        self._used = len(rendered.document) + HEADER_SIZE
-        self._error = None
-
-    def status(self) -> TransportStatus:
-        return TransportStatus(
-            name=self.name,
-            disks=(DiskStatus(str(self.disk.path), self.disk.size, self._used),),
-            errors=(self._error,) if self._error else (),
-        )
-
-    async def start(self) -> None:
-        pass
-
-    async def stop(self) -> None:
-        pass
 
 
 @dataclass(slots=True)
@@ -104,8 +68,6 @@ class Pipeline:
         if disk is not None:
             self.publishers.append(DiskPublisher(disk))
         if "vbd" in config.transports and config.disk.per_vm_dir is not None:
-            from .per_vm_disks import PerVmDiskPublisher  # it imports PublishError from here
-
             self.publishers.append(PerVmDiskPublisher(
                 config.disk.per_vm_dir, config.disk.size, config.virtio.expiration_time,
             ))

@@ -50,7 +50,7 @@ from .virtio_inotify import (
     IN_CREATE, IN_DONT_FOLLOW, IN_IGNORED, IN_MOVED_TO, IN_ONLYDIR, IN_Q_OVERFLOW, Inotify,
 )
 from .model import Domain, Snapshot
-from .pipeline import PublishError
+from .publish import PublishError
 from .render import Fragment, Rendered, virtio_answer
 from .status import ChannelStatus, TransportStatus
 from .virtio_protocol import INVALID_ANSWER, Event, RequestParser
