@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import struct
 import subprocess
@@ -13,6 +14,8 @@ import uuid as uuidlib
 from dataclasses import dataclass
 from pathlib import Path
 from xml.sax.saxutils import escape
+
+import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -179,3 +182,18 @@ def process_alive(pid: int) -> bool:
         return False
     state = next(line for line in status.splitlines() if line.startswith("State:"))
     return "zombie" not in state
+
+
+def systemd_analyze() -> str:
+    """The systemd-analyze command, installing Debian's systemd when missing (else skip)."""
+    found = shutil.which("systemd-analyze")
+    if found:
+        return found
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    apt = ["apt-get", "-o", "DPkg::Lock::Timeout=600"]
+    subprocess.run([*apt, "update", "-q"], capture_output=True, env=env)
+    install = subprocess.run([*apt, "install", "-y", "-q", "systemd"], capture_output=True, text=True, env=env)
+    found = shutil.which("systemd-analyze")
+    if not found:
+        pytest.skip(f"systemd-analyze missing and systemd cannot be installed: {install.stderr[-300:]}")
+    return found

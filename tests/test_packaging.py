@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from support import systemd_analyze
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -77,9 +79,7 @@ def test_the_installed_daemon_runs_from_its_installed_files(installed, tmp_path)
 
 
 def test_the_packaged_unit_verifies_against_the_packaged_files(installed, tmp_path):
-    analyze = shutil.which("systemd-analyze")
-    if analyze is None:
-        pytest.skip("systemd-analyze missing (tests/test_systemd.py installs it)")
+    analyze = systemd_analyze()
     unit = tmp_path / "vhostmd.service"
     daemon = installed / "usr/sbin/vhostmd"
     unit.write_text(

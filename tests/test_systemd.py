@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -12,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from support import systemd_analyze
 from vhostmd.sdnotify import Notifier
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -109,22 +109,8 @@ def test_daemon_notifies_ready_status_reload_and_stop(tmp_path, listener):
     assert proc.returncode == 0
 
 
-def _systemd_analyze() -> str:
-    found = shutil.which("systemd-analyze")
-    if found:
-        return found
-    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-    apt = ["apt-get", "-o", "DPkg::Lock::Timeout=600"]
-    subprocess.run([*apt, "update", "-q"], capture_output=True, env=env)
-    install = subprocess.run([*apt, "install", "-y", "-q", "systemd"], capture_output=True, text=True, env=env)
-    found = shutil.which("systemd-analyze")
-    if not found:
-        pytest.skip(f"systemd-analyze missing and systemd cannot be installed: {install.stderr[-300:]}")
-    return found
-
-
 def test_unit_file_verifies_clean(tmp_path):
-    analyze = _systemd_analyze()
+    analyze = systemd_analyze()
     # The unit as shipped, with only its ExecStart pointed at this checkout's
     # daemon (not installed here); the man pages it names are this checkout's.
     daemon = tmp_path / "vhostmd"

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from fake_qemu import FakeQemu
-from support import config_xml, metric, start_vhostmd, stop
-from test_virtio import DEFAULT_UUID, async_test, parse, virtio_xml, vm_metrics
+from support import config_xml, metric, start_vhostmd
+from test_virtio import DEFAULT_UUID, async_test, virtio_xml, vm_metrics
 
 
 @pytest.fixture

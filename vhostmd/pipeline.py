@@ -13,7 +13,6 @@ from .capacity import CapacityWatch
 from .collect import Collector
 from .config import Config
 from .disk import MetricsDisk
-from .model import Snapshot
 from .per_vm_disks import PerVmDiskPublisher
 from .publish import DiskPublisher, PublishError
 from .render import Rendered, Renderer

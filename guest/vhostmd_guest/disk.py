@@ -11,7 +11,7 @@ is never returned.
 import os
 import stat
 import time
-from typing import Callable, List, NamedTuple, Optional, Tuple
+from typing import Callable, List, NamedTuple, Optional
 
 from . import groups
 from .blockio import Device
