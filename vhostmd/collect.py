@@ -80,7 +80,7 @@ class Collector:
             changed = self._update_vm(memo, s, domain, problems)
             actions = self._start_actions(self._vm_plan, domain, problems) if self._vm_actions else ()
             vm_parts.append((domain, memo, changed, actions))
-        await _settle(host_actions, *(actions for *_, actions in vm_parts))
+        await _settle(host_actions, *([actions for *_, actions in vm_parts] if self._vm_actions else ()))
         host = _assemble(host_parts, host_actions)
         vms = []
         for domain, memo, changed, actions in vm_parts:
