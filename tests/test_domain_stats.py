@@ -151,3 +151,55 @@ def test_unreachable_libvirt_is_a_clear_error(tmp_path):
             fetch(virt)
     finally:
         virt.close()
+
+
+def test_driver_without_the_groups_is_asked_info_alone_after_the_first_update(tmp_path):
+    virt = Libvirt(write_node(tmp_path, 5))
+    try:
+        first = fetch(virt)
+        bulk_calls = []
+        conn = virt._conn
+        original = conn.domainListGetStats
+        conn.domainListGetStats = lambda *a: bulk_calls.append(a) or original(*a)
+        second = fetch(virt)
+        assert bulk_calls == []
+        strip = lambda samples: [s._replace(cpu_time_ns=None) for s in samples]  # noqa: E731
+        assert strip(second.samples) == strip(first.samples)
+        assert all(s.cpu_time_ns > 0 for s in second.samples)
+        # Asking for the domain list alone still takes the one bulk call.
+        assert [s.domain.id for s in fetch(virt, groups=frozenset()).samples] == [1, 2, 3, 4, 5]
+        assert len(bulk_calls) == 1
+    finally:
+        virt.close()
+
+
+class _Handle:
+    def __init__(self, info=None, error=None):
+        self._info, self._error = info, error
+
+    def info(self):
+        if self._error is not None:
+            raise self._error
+        return self._info
+
+
+def test_info_alone_drops_domains_that_stopped_or_vanished():
+    from vhostmd.domain_events import Tracked
+
+    gone = libvirt.libvirtError("no domain")
+    gone.get_error_code = lambda: libvirt.VIR_ERR_NO_DOMAIN
+    running, off, vanished = (Domain(i, f"d{i}", f"uuid-{i}") for i in (1, 2, 3))
+    virt = Libvirt(None)
+    forgotten = []
+    virt.tracker.forget = forgotten.extend
+    try:
+        samples = virt._infos([
+            Tracked(running, _Handle([1, 8192, 4096, 2, 10]), b""),
+            Tracked(off, _Handle([libvirt.VIR_DOMAIN_SHUTOFF, 8192, 0, 2, 0]), b""),
+            Tracked(vanished, _Handle(error=gone), b""),
+        ])
+        assert samples == [DomainSample(running, state=1, cpu_time_ns=10, vcpus=2,
+                                        memory_kib=4096, max_memory_kib=8192)]
+        assert forgotten == ["uuid-2", "uuid-3"]
+    finally:
+        virt.close()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from itertools import chain
 from typing import Callable
 
 from . import builtins, host_sources
@@ -43,11 +44,11 @@ class Collector:
         self._groups = builtins.vm_groups(vm_builtins) if vm_builtins else frozenset()
         self._node = bool(self._sources & {host_sources.NODE, host_sources.HYPERVISOR})
         self._os_name = host_sources.read_os_name() if host_sources.OS in self._sources else None
+        #: The vm plan's built-in steps with their places in the plan.
+        self._vm_builtins = [(i, step) for i, step in enumerate(self._vm_plan) if step[1] is not None]
+        self._vm_actions = len(self._vm_builtins) < len(self._vm_plan)
         self._previous: HostSample | None = None
-        #: Per VM (by uuid), per step: the last raw value and the metrics made
-        #: from it, reused while the value stays the same; and the last VmMetrics.
-        self._memo: dict[str, list] = {}
-        self._last_vms: dict[str, VmMetrics] = {}
+        self._memos: dict[str, _VmMemo] = {}
 
     async def collect(self) -> Snapshot:
         problems: list[str] = []
@@ -69,66 +70,62 @@ class Collector:
         )
         view = HostView(sample, self._previous)
         self._previous = sample
-        host_parts, _ = self._builtins(self._host_plan, view, None, problems, None)
-        memo, self._memo = self._memo, {}
+        host_parts = self._builtins(self._host_plan, view, problems)
+        memos, self._memos = self._memos, {}
         vm_parts = []
         for s in fetched.samples:
-            uuid = s.domain.uuid
-            steps = memo.get(uuid) or [None] * len(self._vm_plan)
-            self._memo[uuid] = steps
-            parts, changed = self._builtins(self._vm_plan, s, s.domain, problems, steps)
-            vm_parts.append((s.domain, parts, changed,
-                             self._start_actions(self._vm_plan, s.domain, problems)))
-        await _settle(host_actions, *(actions for *_, actions in vm_parts))
+            domain = s.domain
+            memo = memos.get(domain.uuid) or _VmMemo(len(self._vm_plan))
+            self._memos[domain.uuid] = memo
+            changed = self._update_vm(memo, s, domain, problems)
+            actions = self._start_actions(self._vm_plan, domain, problems) if self._vm_actions else ()
+            vm_parts.append((domain, memo, changed, actions))
+        await _settle(host_actions, *([actions for *_, actions in vm_parts] if self._vm_actions else ()))
         host = _assemble(host_parts, host_actions)
-        last, self._last_vms = self._last_vms, {}
         vms = []
-        for domain, parts, changed, actions in vm_parts:
-            old = last.get(domain.uuid)
-            if changed or actions or old is None or old.domain != domain:
-                old = VmMetrics(domain, _assemble(parts, actions))
-            self._last_vms[domain.uuid] = old
+        for domain, memo, changed, actions in vm_parts:
+            old = memo.vm
+            if changed or actions or old is None or (old.domain is not domain and old.domain != domain):
+                memo.vm = old = VmMetrics(domain, _assemble(memo.parts, actions))
             vms.append(old)
         return Snapshot(host=host, vms=tuple(vms), problems=problems, vms_known=vms_known)
 
-    def _builtins(
-        self, plan: list[_Step], source, domain: Domain | None, problems, memo: list | None
-    ) -> tuple[list, bool]:
-        """Each step's metrics for the built-ins (None in the places of actions),
-        and whether any differs from the previous update's (per *memo*)."""
+    def _builtins(self, plan: list[_Step], source, problems) -> list:
+        """Each step's metrics for the built-ins (None in the places of actions)."""
         parts: list = []
-        changed = memo is None
-        for i, (metric, builtin, fmt) in enumerate(plan):
+        for metric, builtin, fmt in plan:
             if builtin is None:
                 parts.append(None)
                 continue
             try:
                 raw = builtin.read(source)
-                if memo is not None:
-                    kept = memo[i]
-                    if kept is not None and kept[0] == raw:
-                        parts.append(kept[1])
-                        continue
-                if fmt is not None:
-                    made = (Metric(metric.name, metric.type, fmt(raw), metric.unit),)
-                else:
-                    made = builtins.metrics_of(metric, raw)
-                parts.append(made)
-                changed = True
-                if memo is not None:
-                    memo[i] = (raw, made)
-            except NotYetAvailable:
+                parts.append(_made(metric, fmt, raw))
+            except Exception as err:
+                _failed(metric, None, err, problems)
                 parts.append(())
-            except (SourceUnavailable, BadValue) as err:
-                problems.append(describe(metric, domain, str(err)))
-                parts.append(())
-            except Exception as err:  # a built-in's bug must not stop the update
-                log.debug("built-in %s failed", metric.builtin, exc_info=True)
-                problems.append(describe(metric, domain, f"{type(err).__name__}: {err}"))
-                parts.append(())
-            if memo is not None and parts[-1] == ():
-                changed, memo[i] = True, None
-        return parts, changed
+        return parts
+
+    def _update_vm(self, memo: "_VmMemo", sample, domain: Domain, problems) -> bool:
+        """Bring *memo*'s built-in parts up to *sample*; whether any differs from before.
+
+        Runs once per VM per update, so it does no more than read each raw
+        value and compare it with the last one; metrics are made (and later
+        rendered) only for values that changed.
+        """
+        changed = False
+        raws, parts = memo.raws, memo.parts
+        for i, (metric, builtin, fmt) in self._vm_builtins:
+            try:
+                raw = builtin.read(sample)
+                if raw == raws[i]:
+                    continue
+                parts[i] = _made(metric, fmt, raw)
+                raws[i] = raw
+            except Exception as err:
+                _failed(metric, domain, err, problems)
+                parts[i], raws[i] = (), _UNSET
+            changed = True
+        return changed
 
     def _start_actions(self, plan: list[_Step], domain: Domain | None, problems) -> list:
         return [
@@ -145,6 +142,46 @@ class Collector:
         except (ActionFailed, OutputError) as err:
             problems.append(describe(metric, domain, str(err)))
         return ()
+
+
+#: The raw value of a step that has none yet (equal to no value).
+_UNSET = object()
+
+
+class _VmMemo:
+    """One VM's last raw value and metrics per step, and its last VmMetrics.
+
+    Values that stay the same keep their Metric objects, and a VM whose
+    values all stay the same keeps its VmMetrics: the renderer then reuses
+    what it rendered from them.
+    """
+
+    __slots__ = ("raws", "parts", "vm")
+
+    def __init__(self, steps: int):
+        self.raws: list = [_UNSET] * steps
+        #: Per step: its metrics; None in the places of actions.
+        self.parts: list = [None] * steps
+        self.vm: VmMetrics | None = None
+
+
+def _made(metric: MetricDef, fmt, raw) -> tuple[Metric, ...]:
+    """The metrics a built-in step makes of its raw value (raises BadValue)."""
+    if fmt is not None:
+        return (Metric(metric.name, metric.type, fmt(raw), metric.unit),)
+    return builtins.metrics_of(metric, raw)
+
+
+def _failed(metric: MetricDef, domain: Domain | None, err: Exception, problems: list) -> None:
+    """Note why a built-in gave no value (a rate's first update needs no note)."""
+    if isinstance(err, NotYetAvailable):
+        return
+    if isinstance(err, (SourceUnavailable, BadValue)):
+        problems.append(describe(metric, domain, str(err)))
+        return
+    # A built-in's bug must not stop the update.
+    log.debug("built-in %s failed", metric.builtin, exc_info=err)
+    problems.append(describe(metric, domain, f"{type(err).__name__}: {err}"))
 
 
 def _plan(metrics: tuple[MetricDef, ...]) -> list[_Step]:
@@ -170,7 +207,7 @@ async def _settle(*task_lists: list) -> None:
 def _assemble(parts: list, actions: list) -> tuple[Metric, ...]:
     """The metrics in config order: built-in parts with the actions' results in their places."""
     if not actions:
-        return tuple(m for part in parts for m in part)
+        return tuple(chain.from_iterable(parts))
     results = iter(actions)
     return tuple(
         m for part in parts for m in (part if part is not None else next(results).result())

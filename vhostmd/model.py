@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 
 @dataclass(frozen=True, slots=True)
@@ -14,9 +15,13 @@ class Domain:
     uuid: str
 
 
-@dataclass(frozen=True, slots=True)
-class Metric:
-    """One published value, already checked against its type."""
+class Metric(NamedTuple):
+    """One published value, already checked against its type.
+
+    Metric and VmMetrics are tuples rather than frozen dataclasses: they are
+    built for every changed value of every VM on every update, and a tuple
+    is about twice as cheap to build.
+    """
 
     name: str
     type: str
@@ -24,8 +29,7 @@ class Metric:
     unit: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class VmMetrics:
+class VmMetrics(NamedTuple):
     """A VM and the metrics collected for it in one update."""
 
     domain: Domain

@@ -96,7 +96,7 @@ class Pipeline:
         snapshot = await self.collector.collect()
         self.rendered = rendered = self.renderer.render(snapshot)
         if self.capacity is not None:
-            host_bytes = len(rendered.document) - sum(len(f.data) for f in rendered.vms.values())
+            host_bytes = len(rendered.document) - sum([len(f.data) for f in rendered.vms.values()])
             self.capacity.observe(len(rendered.document), len(rendered.vms), host_bytes)
         for publisher in self.publishers:
             try:
@@ -106,7 +106,8 @@ class Pipeline:
         report.duration = time.monotonic() - clock
         report.cpu = time.process_time() - cpu
         report.vms = len(snapshot.vms)
-        report.metrics = len(snapshot.host or ()) + sum(len(vm.metrics) for vm in snapshot.vms)
+        # Lists, not generators: these run over every VM on every update.
+        report.metrics = len(snapshot.host or ()) + sum([len(vm.metrics) for vm in snapshot.vms])
         report.document_bytes = len(rendered.document)
         report.problems = snapshot.problems
         return report

@@ -10,6 +10,7 @@ and so that a virtio answer is the host fragment plus one VM's fragment.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from . import disk_format
 from .model import Domain, Metric, Snapshot, VmMetrics
@@ -53,9 +54,12 @@ def metric_element(metric: Metric, context: str, domain: Domain | None = None) -
     )
 
 
-@dataclass(frozen=True, slots=True)
-class Fragment:
-    """Rendered bytes and their disk checksum (sums of parts add up)."""
+class Fragment(NamedTuple):
+    """Rendered bytes and their disk checksum (sums of parts add up).
+
+    A tuple rather than a frozen dataclass: one is built per changed VM per
+    update, and a tuple is several times cheaper to build.
+    """
 
     data: bytes
     sum: int
@@ -80,49 +84,107 @@ def render_vm(vm: VmMetrics) -> Fragment:
 
 
 _VALUE_END = b"</value>\n  </metric>\n"
-_VALUE_END_SUM = disk_format.checksum(_VALUE_END)
+
+
+def _value_bytes(value: str) -> tuple[bytes, int]:
+    data = escape_text(value).encode()
+    # sum() is the signed-byte checksum for ASCII, and much cheaper.
+    return data, (sum(data) if data.isascii() else disk_format.checksum(data))
+
+
+class _Shape:
+    """The bytes of a vm ``<metric>`` element around its id/uuid and its value.
+
+    The same for every VM with that metric, so it is made once and shared:
+    a VM holds only its own id/uuid attribute bytes and its values.
+    """
+
+    __slots__ = ("before", "after", "sum")
+
+    def __init__(self, name: str, type_: str, unit: str | None):
+        # metric_element() stays the one definition of the element's shape.
+        marker = Domain(0, "", "\0")
+        text = metric_element(Metric(name, type_, "", unit), "vm", marker)
+        ident = _ident_text(marker)
+        cut = text.index(ident)
+        self.before = text[:cut].encode()
+        self.after = text[cut + len(ident): text.rindex("</value>")].encode()
+        self.sum = disk_format.combine(*(disk_format.checksum(b) for b in (
+            self.before, self.after, _VALUE_END)))
+
+
+def _ident_text(domain: Domain) -> str:
+    return f" id='{domain.id}' uuid='{escape_attr(domain.uuid)}'"
 
 
 class _VmElements:
-    """One VM's rendered elements, each kept while its Metric object is the same.
+    """One VM's rendered fragment, and what it was rendered from.
 
-    A VM's id, uuid and metric names rarely change, and the collector hands
-    over the very same Metric object while a value stays unchanged: only
-    the elements whose values changed (typically CPU time) are rendered, and
-    of those only the value is escaped and summed; the head before the value
-    is rendered once.
+    The collector hands over the same Metric objects for the values that
+    stay the same: only the values that changed (typically CPU time) are
+    escaped and summed again, each replaces its piece of the fragment, and
+    the fragment is joined again from its pieces (the shared shapes, this
+    VM's id/uuid attributes and its values).
     """
 
-    __slots__ = ("domain", "elements")
+    __slots__ = ("domain", "ident", "ident_sum", "metrics", "value_sums", "pieces", "fragment")
+
+    #: Pieces per element: shape.before, ident, shape.after, value, _VALUE_END.
+    STRIDE = 5
+    VALUE = 3
 
     def __init__(self, domain: Domain):
         self.domain = domain
-        #: (name, type, unit) -> [head, head sum, last Metric, its element, its sum]
-        self.elements: dict[tuple[str, str, str | None], list] = {}
+        self.ident = _ident_text(domain).encode()
+        self.ident_sum = disk_format.checksum(self.ident)
+        #: The Metrics last rendered, and their values' sums, in document order.
+        self.metrics: tuple[Metric, ...] = ()
+        self.value_sums: list[int] = []
+        self.pieces: list[bytes] = []
+        self.fragment = Fragment(b"", 0)
 
-    def render(self, vm: VmMetrics) -> Fragment:
-        parts: list[bytes] = []
-        total = 0
-        elements = self.elements
-        for m in vm.metrics:
-            key = (m.name, m.type, m.unit)
-            entry = elements.get(key)
-            if entry is None:
-                text = metric_element(Metric(m.name, m.type, "", m.unit), "vm", self.domain)
-                head = text[: text.rindex("</value>")].encode()
-                entry = elements[key] = [head, disk_format.checksum(head), None, b"", 0]
-            elif entry[2] is m:
-                parts.append(entry[3])
-                total += entry[4]
+    def render(self, vm: VmMetrics, shapes: dict) -> Fragment:
+        metrics = vm.metrics
+        if metrics is self.metrics:
+            return self.fragment
+        if len(metrics) != len(self.metrics):
+            return self._render_all(metrics, shapes)
+        pieces, sums = self.pieces, self.value_sums
+        total = self.fragment.sum
+        changed = False
+        for i, (old, m) in enumerate(zip(self.metrics, metrics)):
+            if old is m:
                 continue
-            value = escape_text(m.value).encode()
-            data = b"".join((entry[0], value, _VALUE_END))
-            summed = entry[1] + _VALUE_END_SUM + (
-                sum(value) if value.isascii() else disk_format.checksum(value))
-            entry[2:] = (m, data, summed)
-            parts.append(data)
-            total += summed
-        return Fragment(b"".join(parts), total & 0xFFFFFFFF)
+            if old.name != m.name or old.type != m.type or old.unit != m.unit:
+                return self._render_all(metrics, shapes)
+            if old.value != m.value:
+                value, value_sum = _value_bytes(m.value)
+                pieces[i * self.STRIDE + self.VALUE] = value
+                total += value_sum - sums[i]
+                sums[i] = value_sum
+                changed = True
+        self.metrics = metrics
+        if changed:
+            self.fragment = Fragment(b"".join(pieces), total & 0xFFFFFFFF)
+        return self.fragment
+
+    def _render_all(self, metrics: tuple[Metric, ...], shapes: dict) -> Fragment:
+        ident, ident_sum = self.ident, self.ident_sum
+        pieces: list[bytes] = []
+        sums: list[int] = []
+        total = 0
+        for m in metrics:
+            key = (m.name, m.type, m.unit)
+            shape = shapes.get(key)
+            if shape is None:
+                shape = shapes[key] = _Shape(*key)
+            value, value_sum = _value_bytes(m.value)
+            pieces += (shape.before, ident, shape.after, value, _VALUE_END)
+            sums.append(value_sum)
+            total += shape.sum + ident_sum + value_sum
+        self.metrics, self.value_sums, self.pieces = metrics, sums, pieces
+        self.fragment = Fragment(b"".join(pieces), total & 0xFFFFFFFF)
+        return self.fragment
 
 
 @dataclass(slots=True)
@@ -173,8 +235,9 @@ class Renderer:
 
     def __init__(self) -> None:
         self._host: tuple[tuple[Metric, ...], Fragment] | None = None
-        self._vms: dict[str, tuple[VmMetrics, Fragment]] = {}
         self._elements: dict[str, _VmElements] = {}
+        #: Element shapes by (name, type, unit), shared by every VM.
+        self._shapes: dict[tuple[str, str, str | None], _Shape] = {}
 
     def render(self, snapshot: Snapshot) -> Rendered:
         host: Fragment | None = None
@@ -182,26 +245,26 @@ class Renderer:
             if self._host is None or self._host[0] != snapshot.host:
                 self._host = (snapshot.host, render_host(snapshot.host))
             host = self._host[1]
-        cache: dict[str, tuple[VmMetrics, Fragment]] = {}
         elements: dict[str, _VmElements] = {}
+        fragments: dict[str, Fragment] = {}
+        domains: dict[str, Domain] = {}
+        old_elements, shapes = self._elements, self._shapes
         for vm in snapshot.vms:
-            # Frozen dataclasses compare by value: an unchanged VM (same id,
-            # name, uuid and values) keeps its rendered bytes and checksum.
-            uuid = vm.domain.uuid
-            old = self._vms.get(uuid)
-            heads = self._elements.get(uuid)
-            if heads is None or heads.domain != vm.domain:
-                heads = _VmElements(vm.domain)
-            elements[uuid] = heads
-            cache[uuid] = old if old is not None and old[0] == vm else (vm, heads.render(vm))
-        self._vms = cache
+            domain = vm.domain
+            uuid = domain.uuid
+            kept = old_elements.get(uuid)
+            # A VM restarted with a new id (or renamed) is rendered afresh.
+            if kept is None or (kept.domain is not domain and kept.domain != domain):
+                kept = _VmElements(domain)
+            elements[uuid] = kept
+            fragments[uuid] = kept.render(vm, shapes)
+            domains[uuid] = domain
         self._elements = elements
-        vm_fragments = {uuid: frag for uuid, (_, frag) in cache.items()}
-        parts = [_START, *([host] if host is not None else []), *vm_fragments.values(), _END]
+        parts = [_START, *([host] if host is not None else []), *fragments.values(), _END]
         return Rendered(
             host=host,
-            vms=vm_fragments,
-            domains={uuid: vm.domain for uuid, (vm, _) in cache.items()},
-            document=b"".join(p.data for p in parts),
-            document_sum=disk_format.combine(*(p.sum for p in parts)),
+            vms=fragments,
+            domains=domains,
+            document=b"".join([p.data for p in parts]),
+            document_sum=disk_format.combine(*[p.sum for p in parts]),
         )

@@ -85,6 +85,10 @@ class Libvirt:
         self._nowait = _NOWAIT
         #: Stats groups the driver left out, answered per domain by info() instead.
         self._fallback_logged: set[str] = set()
+        #: Groups the driver answered for no domain on this connection. Once
+        #: every group asked for is among them, the bulk call would bring
+        #: only the state, which info() brings too: it is left out.
+        self._unanswered: frozenset[str] = frozenset()
         #: Connections opened since creation (each one re-lists the domains).
         self.opened = 0
 
@@ -167,6 +171,7 @@ class Libvirt:
     def _drop(self) -> None:
         conn, self._conn = self._conn, None
         self._hypervisor = None
+        self._unanswered = frozenset()  # a reconnection may reach an upgraded libvirtd
         self.tracker.clear()
         if conn is None:
             return
@@ -213,6 +218,8 @@ class Libvirt:
         return fetched
 
     def _stats(self, conn: libvirt.virConnect, groups: frozenset[str]) -> list[DomainSample]:
+        if groups and self.tracker.live and groups <= self._unanswered:
+            return self._infos(self.tracker.tracked())
         mask = domain_stats.flags_for(groups)
         known: dict[bytes, Domain] = {}
         if self.tracker.live:
@@ -223,11 +230,14 @@ class Libvirt:
         else:
             records = self._bulk(lambda f: conn.getAllDomainStats(
                 mask, libvirt.VIR_CONNECT_GET_ALL_DOMAINS_STATS_ACTIVE | f))
-        missing = domain_stats.unanswered(groups, records)
+        # An empty answer says nothing about which groups the driver knows.
+        missing = domain_stats.unanswered(groups, records) if records else frozenset()
         if missing - self._fallback_logged:
             log.info("libvirt does not answer stats group(s) %s; using per-domain info() for them",
                      ", ".join(sorted(missing)))
             self._fallback_logged |= missing
+        if records:
+            self._unanswered = missing
         samples, stopped = [], []
         for dom, stats in records:
             info = None
@@ -246,6 +256,27 @@ class Libvirt:
         if stopped:
             self.tracker.forget(stopped)
         samples.sort(key=_by_id)
+        return samples
+
+    def _infos(self, tracked) -> list[DomainSample]:
+        """Samples from one virDomainGetInfo per tracked domain (already in id order)."""
+        samples, stopped = [], []
+        from_info = domain_stats.from_info
+        for t in tracked:
+            try:
+                info = t.handle.info()
+            except libvirt.libvirtError as err:
+                if err.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
+                    stopped.append(t.domain.uuid)  # stopped since it was tracked
+                    continue
+                raise
+            sample = from_info(t.domain, info)
+            if sample.running:
+                samples.append(sample)
+            else:
+                stopped.append(t.domain.uuid)
+        if stopped:
+            self.tracker.forget(stopped)
         return samples
 
     def _bulk(self, call):
