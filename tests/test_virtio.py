@@ -381,7 +381,13 @@ async def test_restarted_vm_is_connected_again_under_its_new_id(tmp_path):
             new_id = dom.ID()
             assert new_id != old_id
             second = await FakeQemu(d.channels, new_id, "test").start()
-            # One update is all it takes (no other runs: the period is 60 s).
+            # libvirt delivers the stop and start events asynchronously; once
+            # they are in, one update is all it takes (the period is 60 s).
+            tracker = d.daemon.virt.tracker
+            for _ in range(200):
+                if [t.domain.id for t in tracker.tracked()] == [new_id]:
+                    break
+                await asyncio.sleep(0.02)
             await d.daemon.update()
             guest = await second.guest()
             assert ("VmName", "test", str(new_id), DEFAULT_UUID) in vm_metrics(await guest.ask())
