@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 
 import libvirt
@@ -202,4 +203,33 @@ def test_info_alone_drops_domains_that_stopped_or_vanished():
                                         memory_kib=4096, max_memory_kib=8192)]
         assert forgotten == ["uuid-2", "uuid-3"]
     finally:
+        virt.close()
+
+
+def test_a_hung_libvirt_call_is_given_up_and_later_calls_fail_fast_until_it_returns(tmp_path):
+    from vhostmd.virt import VirtError
+
+    virt = Libvirt(write_node(tmp_path, 2), timeout=0.3)
+    released = threading.Event()
+
+    def hang(conn):  # what a libvirtd that stopped answering looks like to the caller
+        released.wait(10)
+        return "late"
+
+    async def scenario():
+        with pytest.raises(VirtError, match="did not answer within 0.3 s"):
+            await virt.call(hang)
+        with pytest.raises(VirtError, match="has not returned yet"):
+            await virt.fetch(GROUPS)
+        released.set()
+        for _ in range(500):  # until the hung call has returned
+            try:
+                return await virt.fetch(GROUPS)
+            except VirtError:
+                await asyncio.sleep(0.01)
+
+    try:
+        assert len(asyncio.run(scenario()).samples) == 2
+    finally:
+        released.set()
         virt.close()

@@ -2,8 +2,9 @@
 
 libvirt calls block, so every call runs on one dedicated thread; the asyncio
 loop (and with it the virtio channels) never waits on libvirt. A call that
-hangs holds only that thread: later updates skip the VMs (and say so) until
-it returns, rather than queueing behind it.
+hangs holds only that thread: the update waiting for it gives up after
+CALL_TIMEOUT and publishes the host metrics, and later updates skip the VMs
+(and say so) until it returns, rather than queueing behind it.
 
 Per update the daemon makes one trip to that thread (:meth:`Libvirt.fetch`):
 node info when host built-ins need it, and one bulk stats call for all
@@ -34,6 +35,9 @@ log = logging.getLogger(__name__)
 # are reported as exceptions, with context, by the callers.
 libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
 
+#: How long an update waits for libvirt (a hung libvirtd, say) before it
+#: publishes without the VMs.
+CALL_TIMEOUT = 15.0
 _NOWAIT = getattr(libvirt, "VIR_CONNECT_GET_ALL_DOMAINS_STATS_NOWAIT", 0)
 _event_loop_lock = threading.Lock()
 _event_loop_started = False
@@ -72,8 +76,10 @@ class Fetched:
 class Libvirt:
     """A read-only libvirt connection, (re)opened on demand."""
 
-    def __init__(self, uri: str | None):
+    def __init__(self, uri: str | None, timeout: float | None = None):
         self.uri = uri
+        #: Seconds an update waits for a libvirt call before giving up on it.
+        self.timeout = CALL_TIMEOUT if timeout is None else timeout
         self._conn: libvirt.virConnect | None = None
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="libvirt")
         self._pending: asyncio.Future | None = None
@@ -102,7 +108,12 @@ class Libvirt:
             raise VirtError("a previous libvirt call has not returned yet")
         loop = asyncio.get_running_loop()
         self._pending = loop.run_in_executor(self._executor, self._call, func, args)
-        return await asyncio.shield(self._pending)
+        try:
+            # shield: giving up must not cancel the call, which still holds
+            # the thread; the next caller sees it pending instead.
+            return await asyncio.wait_for(asyncio.shield(self._pending), self.timeout)
+        except asyncio.TimeoutError:
+            raise VirtError(f"libvirt did not answer within {self.timeout:g} s") from None
 
     def _call(self, func, args):
         with self._lock:
