@@ -253,12 +253,9 @@ class Libvirt:
         for dom, stats in records:
             info = None
             if missing:
-                try:
-                    info = dom.info()
-                except libvirt.libvirtError as err:
-                    if err.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
-                        continue  # stopped since the bulk call
-                    raise
+                info = _info(dom)
+                if info is None:
+                    continue  # stopped since the bulk call
             sample = domain_stats.parse_record(known.get(dom.UUID()) or _domain(dom), stats, info)
             if sample.running:
                 samples.append(sample)
@@ -274,18 +271,12 @@ class Libvirt:
         samples, stopped = [], []
         from_info = domain_stats.from_info
         for t in tracked:
-            try:
-                info = t.handle.info()
-            except libvirt.libvirtError as err:
-                if err.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
-                    stopped.append(t.domain.uuid)  # stopped since it was tracked
-                    continue
-                raise
-            sample = from_info(t.domain, info)
-            if sample.running:
+            info = _info(t.handle)
+            sample = from_info(t.domain, info) if info is not None else None
+            if sample is not None and sample.running:
                 samples.append(sample)
             else:
-                stopped.append(t.domain.uuid)
+                stopped.append(t.domain.uuid)  # shut off, or gone since it was tracked
         if stopped:
             self.tracker.forget(stopped)
         return samples
@@ -311,6 +302,16 @@ class Libvirt:
                 self._drop()
             finally:
                 self._lock.release()
+
+
+def _info(handle) -> list | None:
+    """virDomainGetInfo's answer, or None when the domain no longer exists."""
+    try:
+        return handle.info()
+    except libvirt.libvirtError as err:
+        if err.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
+            return None
+        raise
 
 
 def _domain(handle) -> Domain:
