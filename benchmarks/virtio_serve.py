@@ -14,9 +14,12 @@ runs in its own process, whose CPU time is read from /proc:
                   domains and the metrics of the shipped configuration
                   (built-ins: no process forked): collection, rendering and
                   channels together.
-  --mode floor    a bare asyncio server answering every read with a fixed
-                  2 KiB (add_reader, recv, send): the least any asyncio
-                  server can spend on this machine, for comparison.
+  --mode floor    a bare server answering every read with a fixed 2 KiB
+                  (one thread, epoll, recv, send): the least a Python server
+                  can spend on this traffic, for comparison.
+  --mode asyncio-floor
+                  the same with asyncio's add_reader: the least any asyncio
+                  server can spend (why the transport does not use asyncio).
 
 --hostile K adds K more channels whose guests misbehave from the start: half
 ask without ever reading the answers, half send garbage without end. The
@@ -31,6 +34,7 @@ import argparse
 import asyncio
 import os
 import re
+import select
 import shutil
 import signal
 import socket
@@ -38,6 +42,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid as uuidlib
 from pathlib import Path
@@ -117,26 +122,52 @@ def serve(channel_path: Path, channels: int, period: int) -> None:
     asyncio.run(main())
 
 
+FLOOR_ANSWER = b"<metrics>\n" + b"x" * 2150 + b"</metrics>\n\n"
+
+
+def floor_sockets(channel_path: Path, channels: int) -> list[socket.socket]:
+    socks = []
+    for i in range(1, channels + 1):
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.connect(str(channel_path / f"{i}-vm{i}" / SOCKET_NAME))
+        sock.setblocking(False)
+        socks.append(sock)
+    return socks
+
+
 def serve_floor(channel_path: Path, channels: int) -> None:
-    """The --mode floor server: no parsing, no limits, one fixed answer."""
-    answer = b"<metrics>\n" + b"x" * 2150 + b"</metrics>\n\n"
+    """The --mode floor server: one epoll thread, no parsing, no limits, one fixed answer."""
+    epoll = select.epoll()
+    socks = {sock.fileno(): sock for sock in floor_sockets(channel_path, channels)}
+    for fd in socks:
+        epoll.register(fd, select.EPOLLIN)
+
+    def serve() -> None:
+        while True:
+            for fd, _ in epoll.poll():
+                sock = socks[fd]
+                if sock.recv(1024):
+                    sock.send(FLOOR_ANSWER)
+
+    threading.Thread(target=serve, daemon=True).start()
+    signal.sigwait({signal.SIGTERM})
+
+
+def serve_asyncio_floor(channel_path: Path, channels: int) -> None:
+    """The --mode asyncio-floor server: the same, with asyncio's add_reader."""
 
     async def main() -> None:
         loop = asyncio.get_running_loop()
         stop = asyncio.Event()
         loop.add_signal_handler(signal.SIGTERM, stop.set)
-        socks = []
 
         def on_readable(sock):
             if sock.recv(1024):
-                sock.send(answer)
+                sock.send(FLOOR_ANSWER)
 
-        for i in range(1, channels + 1):
-            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            sock.connect(str(channel_path / f"{i}-vm{i}" / SOCKET_NAME))
-            sock.setblocking(False)
+        socks = floor_sockets(channel_path, channels)
+        for sock in socks:
             loop.add_reader(sock.fileno(), on_readable, sock)
-            socks.append(sock)
         await stop.wait()
 
     asyncio.run(main())
@@ -285,8 +316,8 @@ async def measure(args, channels: int) -> dict:
     if args.mode == "server":
         cmd = [sys.executable, __file__, "--serve", str(channel_path),
                "--channels", str(total), "--period", str(args.period)]
-    elif args.mode == "floor":
-        cmd = [sys.executable, __file__, "--serve-floor", str(channel_path), "--channels", str(total)]
+    elif args.mode in ("floor", "asyncio-floor"):
+        cmd = [sys.executable, __file__, f"--serve-{args.mode}", str(channel_path), "--channels", str(total)]
     else:
         node_file(work / "node.xml", total)
         daemon_config(work / "vhostmd.conf", channel_path, total, args.period)
@@ -359,18 +390,23 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=30.0, help="measured time per run")
     parser.add_argument("--warmup", type=float, default=3.0)
     parser.add_argument("--period", type=int, default=5, help="update period of the server")
-    parser.add_argument("--mode", choices=("server", "daemon", "floor"), default="server")
+    parser.add_argument("--mode", choices=("server", "daemon", "floor", "asyncio-floor"), default="server")
     parser.add_argument("--hostile", type=int, default=0, help="extra misbehaving guests")
     parser.add_argument("--verbose", action="store_true", help="print the server's log")
     parser.add_argument("--serve", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--serve-floor", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--serve-asyncio-floor", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     args.channels = [int(n) for n in str(args.channels).split(",")]
     if args.serve:
         serve(args.serve, args.channels[0], args.period)
         return 0
     if args.serve_floor:
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})  # for sigwait, in every thread
         serve_floor(args.serve_floor, args.channels[0])
+        return 0
+    if args.serve_asyncio_floor:
+        serve_asyncio_floor(args.serve_asyncio_floor, args.channels[0])
         return 0
     return asyncio.run(run(args))
 

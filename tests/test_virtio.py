@@ -24,14 +24,13 @@ import pytest
 
 from fake_qemu import INVALID, REQUEST, FakeQemu, dead_socket
 from support import config_xml, metric, write_node
-from vhostmd import config as config_mod, virtio_channels as virtio
+from vhostmd import config as config_mod, virtio_channels as virtio, virtio_io
 from vhostmd.daemon import Daemon
 from vhostmd.model import Domain, Metric, Snapshot, VmMetrics
 from vhostmd.render import Renderer
 from vhostmd.virt import Libvirt
-from vhostmd.virtio_channels import (
-    TokenBucket, VirtioServer, name_matches, open_virtio, parse_channel_dir,
-)
+from vhostmd.virtio_channels import VirtioServer, name_matches, open_virtio, parse_channel_dir
+from vhostmd.virtio_io import TokenBucket
 
 DEFAULT_UUID = "6695eb01-f6a4-8304-79aa-97f2502e193f"  # test:///default's domain "test"
 TEST_UUID = str(uuidlib.uuid5(uuidlib.NAMESPACE_OID, "test"))  # "test" in a node() file
@@ -296,13 +295,13 @@ def test_default_rate_limit_is_documented():
 @async_test
 async def test_each_answer_is_built_once_per_update(tmp_path, monkeypatch):
     built = []
-    real = virtio.virtio_answer
+    real = virtio_io.virtio_answer
 
     def counting(host, vm):
         built.append(vm)
         return real(host, vm)
 
-    monkeypatch.setattr(virtio, "virtio_answer", counting)
+    monkeypatch.setattr(virtio_io, "virtio_answer", counting)
     timed = metric("Now", "date +%s%N") + METRICS
     async with running(tmp_path, one_vm(tmp_path), metrics=timed, period=60) as d:
         guest = await (await FakeQemu(d.channels, 1, "test").start()).guest()
@@ -450,6 +449,45 @@ async def test_peer_hang_up_closes_the_channel(tmp_path):
 
 
 @async_test
+async def test_a_guest_that_hangs_up_while_held_back_is_closed_at_once(tmp_path):
+    # Its channel is not read while an answer waits for the rate (5 s away):
+    # the hang-up alone must close it.
+    extra = "<rate_limit>0.2</rate_limit><rate_burst>1</rate_burst>"
+    async with running(tmp_path, one_vm(tmp_path), period=60, extra=extra) as d:
+        guest = await (await FakeQemu(d.channels, 1, "test").start()).guest()
+        guest.send(REQUEST * 3)
+        assert parse((await guest.answers(1))[0])
+        channel = channel_of(d.server, TEST_UUID)
+        await until(lambda: not channel.reading)
+        guest.hang_up()
+        await until(lambda: channel.closed, timeout=3)
+        await until(lambda: d.server.stats.closed == 1, timeout=3)
+
+
+@async_test
+async def test_a_failure_serving_one_channel_closes_only_that_channel(tmp_path, monkeypatch, caplog):
+    # A fault the real parts cannot produce: building one VM's answer fails.
+    real = virtio_io.virtio_answer
+
+    def failing(host, vm):
+        if vm is not None and b"<value>alpha</value>" in vm.data:
+            raise RuntimeError("broken")
+        return real(host, vm)
+
+    monkeypatch.setattr(virtio_io, "virtio_answer", failing)
+    uri, (alpha, beta) = node(tmp_path, ["alpha", "beta"])
+    async with running(tmp_path, uri) as d:
+        ga = await (await FakeQemu(d.channels, 1, "alpha").start()).guest()
+        gb = await (await FakeQemu(d.channels, 2, "beta").start()).guest()
+        ga.send(REQUEST)
+        assert await ga.closed()
+        for _ in range(3):
+            assert ("VmName", "beta", "2", beta.uuid) in vm_metrics(await gb.ask())
+    failures = [r for r in caplog.records if "serving VM 'alpha' (id 1) failed" in r.getMessage()]
+    assert failures and failures[0].exc_info[0] is RuntimeError
+
+
+@async_test
 async def test_expiration_and_vms_that_stop(short_tmp):
     tmp_path = short_tmp
     clock = [1000.0]
@@ -533,14 +571,14 @@ async def test_guests_that_never_read_or_flood_do_not_hold_up_others(tmp_path):
             assert ("VmName", "good", "3", good.uuid) in vm_metrics(answer)
         await until(lambda: not slow_channel.reading and not flood_channel.reading)
 
-        answer_size = len(d.server.answer(d.server._vms[slow.uuid]))
+        answer_size = len(slow_channel.answer())
         assert answer_size > 30000
         # Bounded: at most the rest of one answer held for each, reading
         # paused, under one read's worth of requests waiting, and most of
         # the flood left unread in the guest's own buffers.
         for channel in (slow_channel, flood_channel):
             assert 0 < channel.queued <= answer_size
-            assert len(channel._pending) <= virtio.READ_CHUNK // 2
+            assert len(channel._pending) <= virtio_io.READ_CHUNK // 2
             assert channel._parser.buffered < 512
         assert g_flood.writer.transport.get_write_buffer_size() > 256 * 1024
         assert d.server.channels == 3

@@ -6,22 +6,9 @@ socket ``<channel_path>/<id>-<name>/org.github.vhostmd.1`` (older libvirt:
 guest writes to its port. The daemon connects to it as the client and
 answers each ``GET /metrics/XML`` with the host's metrics and that VM's own.
 
-Guests are untrusted: this is where a VM's user reaches a root daemon. What a
-guest can make it do is bounded per channel:
-
-- reading: at most ``READ_CHUNK`` bytes are read at a time, and nothing more
-  is read from a channel until every request read so far is answered (the
-  parser itself holds under 512 bytes of an unfinished request);
-- answering: a token bucket (``rate_limit`` per second, ``rate_burst`` at
-  once) paces answers, valid or not; a request over the rate is answered
-  late, not dropped, and the channel is not read meanwhile;
-- writing: at most the rest of one answer waits in the daemon for a guest
-  that does not read (beyond what the kernel's socket buffer holds); until
-  it is taken, the channel is neither read nor answered.
-
-A misbehaving guest therefore costs a few wake-ups per second and a few KiB,
-and never delays another guest's answers. The answer bytes themselves are
-built once per update for each VM that asks and shared by all its requests.
+This module finds and connects the channels, in the event loop; the open
+channels are served, within per-guest bounds, by the thread of
+``virtio_io``.
 
 Channels are found by listing ``channel_path`` only when a VM with metrics
 has no channel (after an update, when inotify reports a new directory or
@@ -42,8 +29,7 @@ import resource
 import socket
 import stat
 import time
-from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from .config import Config, VirtioConfig
 from .virtio_inotify import (
@@ -51,9 +37,9 @@ from .virtio_inotify import (
 )
 from .model import Domain, Snapshot
 from .publish import PublishError
-from .render import Fragment, Rendered, virtio_answer
+from .render import Fragment, Rendered
 from .status import ChannelStatus, TransportStatus
-from .virtio_protocol import INVALID_ANSWER, Event, RequestParser
+from .virtio_io import Answers, Channel, ServingThread
 
 log = logging.getLogger(__name__)
 
@@ -61,8 +47,6 @@ log = logging.getLogger(__name__)
 SOCKET_NAME = "org.github.vhostmd.1"
 #: libvirt cuts the domain name in channel directory names to this many characters.
 SHORT_NAME_MAX = 20
-#: Most bytes read from a channel at once.
-READ_CHUNK = 1024
 #: Retry delays after a failed connection attempt: doubled after each failure.
 BACKOFF_INITIAL = 0.25
 BACKOFF_MAX = 30.0
@@ -95,34 +79,11 @@ def name_matches(part: bytes, domain_name: str) -> bool:
     return part in (full, full[:SHORT_NAME_MAX], os.fsencode(domain_name[:SHORT_NAME_MAX]))
 
 
-class TokenBucket:
-    """``rate`` tokens a second, at most ``burst`` saved up."""
-
-    __slots__ = ("rate", "burst", "_tokens", "_stamp")
-
-    def __init__(self, rate: float, burst: int, now: float):
-        self.rate = rate
-        self.burst = float(burst)
-        self._tokens = self.burst
-        self._stamp = now
-
-    def take(self, now: float) -> float:
-        """Take a token: 0 if there was one, else the seconds until there is."""
-        tokens = self._tokens + (now - self._stamp) * self.rate
-        if tokens > self.burst:
-            tokens = self.burst
-        self._stamp = now
-        if tokens >= 1.0:
-            self._tokens = tokens - 1.0
-            return 0.0
-        self._tokens = tokens
-        return (1.0 - tokens) / self.rate
-
-
 @dataclass(slots=True)
 class VirtioStats:
     """Counters since the transport started (for status and benchmarks)."""
 
+    #: Kept by the serving thread.
     answers: int = 0
     invalid: int = 0
     delayed: int = 0
@@ -145,151 +106,9 @@ class _Vm:
     delay: float = 0.0
     #: Whether the first failure to connect has been logged.
     failure_logged: bool = False
-    #: (host fragment, VM fragment, answer bytes) last built.
-    answer: tuple | None = None
 
     def describe(self) -> str:
         return f"VM {self.domain.name!r} (id {self.domain.id})"
-
-
-class Channel:
-    """One VM's connection: requests in, answers out, within its bounds.
-
-    The socket is served with the event loop's add_reader/add_writer rather
-    than an asyncio transport: one less layer per request, and the daemon
-    holds exactly what it decides to (at most the rest of one answer).
-    """
-
-    __slots__ = (
-        "vm", "path", "opened", "closed", "_server", "_loop", "_sock", "_fd", "_parser",
-        "_bucket", "_pending", "_out", "_reading", "_timer",
-    )
-
-    def __init__(self, server: "VirtioServer", vm: _Vm, sock: socket.socket, path: str):
-        self.vm = vm
-        self.path = path
-        self.opened = server.clock()
-        self.closed = False
-        self._server = server
-        self._loop = server._loop
-        self._sock = sock
-        self._fd = sock.fileno()
-        self._parser = RequestParser()
-        config = server.config
-        self._bucket = TokenBucket(config.rate_limit, config.rate_burst, time.monotonic())
-        #: Requests read but not answered yet (at most one read's worth).
-        self._pending: deque[Event] = deque()
-        #: The part of an answer the guest has not taken yet.
-        self._out: memoryview | None = None
-        self._reading = False
-        self._timer: asyncio.TimerHandle | None = None
-        self._set_reading(True)
-
-    @property
-    def queued(self) -> int:
-        """Bytes of answer waiting in the daemon for the guest to read."""
-        return len(self._out) if self._out is not None else 0
-
-    @property
-    def reading(self) -> bool:
-        return self._reading
-
-    def _set_reading(self, on: bool) -> None:
-        if on != self._reading:
-            self._reading = on
-            if on:
-                self._loop.add_reader(self._fd, self._on_readable)
-            else:
-                self._loop.remove_reader(self._fd)
-
-    def _on_readable(self) -> None:
-        try:
-            data = self._sock.recv(READ_CHUNK)
-        except (BlockingIOError, InterruptedError):
-            return
-        except OSError as err:
-            self.close(err, by_peer=True)
-            return
-        if not data:
-            self.close(None, by_peer=True)  # QEMU went away
-            return
-        events = self._parser.feed(data)
-        if events:
-            self._pending.extend(events)
-            self._answer()
-
-    def _on_timer(self) -> None:
-        self._timer = None
-        self._answer()
-
-    def _answer(self) -> None:
-        """Answer pending requests as far as the rate and the guest allow."""
-        pending, stats = self._pending, self._server.stats
-        while pending and self._out is None:
-            wait = self._bucket.take(time.monotonic())
-            if wait > 0:
-                if self._timer is None:
-                    stats.delayed += 1
-                    self._timer = self._loop.call_later(wait, self._on_timer)
-                break
-            if pending.popleft() is Event.GET_METRICS:
-                stats.answers += 1
-                self._send(self._server.answer(self.vm))
-            else:
-                stats.invalid += 1
-                log.debug("virtio: %s: invalid request", self.vm.describe())
-                self._send(INVALID_ANSWER)
-            if self.closed:
-                return
-        # Read on only once everything read so far is answered and taken.
-        idle = not pending and self._out is None
-        if idle is not self._reading:
-            self._set_reading(idle)
-
-    def _send(self, data: bytes) -> None:
-        try:
-            sent = self._sock.send(data)
-        except (BlockingIOError, InterruptedError):
-            sent = 0
-        except OSError as err:
-            self.close(err, by_peer=True)
-            return
-        if sent < len(data):
-            # The guest is not reading: keep the rest (a view, not a copy of
-            # the shared answer) until it does, and neither read nor answer.
-            self._out = memoryview(data)[sent:]
-            self._loop.add_writer(self._fd, self._on_writable)
-
-    def _on_writable(self) -> None:
-        try:
-            sent = self._sock.send(self._out)
-        except (BlockingIOError, InterruptedError):
-            return
-        except OSError as err:
-            self.close(err, by_peer=True)
-            return
-        self._out = self._out[sent:]
-        if not self._out:
-            self._out = None
-            self._loop.remove_writer(self._fd)
-            self._answer()
-
-    def close(self, exc: Exception | None = None, by_peer: bool = False) -> None:
-        """Close now, dropping what the guest has not read."""
-        if self.closed:
-            return
-        self.closed = True
-        if self._reading:
-            self._loop.remove_reader(self._fd)
-        if self._out is not None:
-            self._loop.remove_writer(self._fd)
-            self._out = None
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        self._pending.clear()
-        self._sock.close()
-        self._server._channel_closed(self, exc, by_peer)
 
 
 class VirtioServer:
@@ -304,11 +123,11 @@ class VirtioServer:
     def __init__(self, config: VirtioConfig, clock=time.monotonic):
         self.config = config
         self.clock = clock
-        self.stats = VirtioStats()
+        self._counts = VirtioStats()
+        self._io: ServingThread | None = None
         self._vms: dict[str, _Vm] = {}
         self._by_id: dict[int, _Vm] = {}
         self._channels: set[Channel] = set()
-        self._host: Fragment | None = None
         self._running = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._scan_pending = False
@@ -325,6 +144,15 @@ class VirtioServer:
         self._dir_problem: str | None = None
 
     @property
+    def stats(self) -> VirtioStats:
+        """The counters so far."""
+        served = self._io.stats if self._io is not None else None
+        if served is None:
+            return replace(self._counts)
+        return replace(self._counts, answers=served.answers, invalid=served.invalid,
+                       delayed=served.delayed)
+
+    @property
     def channels(self) -> int:
         """Channels open now."""
         return len(self._channels)
@@ -332,17 +160,18 @@ class VirtioServer:
     def status(self) -> TransportStatus:
         """Channels open, failed attempts, requests held back by the rate limit."""
         notes = []
+        stats = self.stats
         if self._over_limit:
             notes.append(f"max_channels {self.config.max_channels} reached: "
                          f"{self._over_limit} VM(s) with metrics not connected")
-        if self.stats.invalid:
-            notes.append(f"{self.stats.invalid} invalid request(s) answered INVALID REQUEST")
+        if stats.invalid:
+            notes.append(f"{stats.invalid} invalid request(s) answered INVALID REQUEST")
         return TransportStatus(
             name=self.name,
             channels=ChannelStatus(
                 connected=len(self._channels),
-                refused=self.stats.connect_failures,
-                rate_limited=self.stats.delayed,
+                refused=stats.connect_failures,
+                rate_limited=stats.delayed,
                 notes=tuple(notes),
             ),
             errors=(self._dir_problem,) if self._dir_problem else (),
@@ -354,8 +183,11 @@ class VirtioServer:
         if self._running:
             return
         self._running = True
-        self._loop = asyncio.get_running_loop()
+        self._loop = loop = asyncio.get_running_loop()
         _raise_fd_limit(self.config.max_channels + SPARE_FDS)
+        self._io = ServingThread(
+            lambda channel, exc: loop.call_soon_threadsafe(self._channel_closed, channel, exc, True))
+        self._io.start()
         try:
             self._inotify = Inotify()
         except OSError as err:
@@ -379,11 +211,11 @@ class VirtioServer:
             vm.channel = None
         self._vms.clear()
         self._by_id.clear()
-        channels = list(self._channels)
-        for channel in channels:
-            channel.close()
-        if channels:
-            log.info("virtio: %d channel(s) closed", len(channels))
+        closed = len(self._channels)
+        self._channels.clear()
+        self._io.stop()
+        if closed:
+            log.info("virtio: %d channel(s) closed", closed)
 
     # publishing
 
@@ -392,7 +224,6 @@ class VirtioServer:
         if not self._running:
             return
         now = self.clock()
-        self._host = rendered.host
         for uuid, fragment in rendered.vms.items():
             domain = rendered.domains[uuid]
             vm = self._vms.get(uuid)
@@ -410,19 +241,13 @@ class VirtioServer:
                 if uuid not in rendered.vms:
                     self._forget(vm, "not running any more")
         self._expire(now)
+        # One reference swapped: the serving thread sees this update whole or not at all.
+        self._io.answers = Answers(rendered.host, {uuid: vm.fragment for uuid, vm in self._vms.items()})
         if self._inotify is not None and self._top_wd is None:
             self._watch_top()
         self._request_scan()
         if self._dir_problem and any(vm.channel is None for vm in self._vms.values()):
             raise PublishError(self._dir_problem)
-
-    def answer(self, vm: _Vm) -> bytes:
-        """*vm*'s answer: built at its first request after an update, then reused."""
-        host, fragment = self._host, vm.fragment
-        cached = vm.answer
-        if cached is None or cached[0] is not host or cached[1] is not fragment:
-            cached = vm.answer = (host, fragment, virtio_answer(host, fragment))
-        return cached[2]
 
     def _forget(self, vm: _Vm, why: str) -> None:
         """Stop serving *vm*: close its channel, drop its metrics."""
@@ -432,7 +257,8 @@ class VirtioServer:
         if vm.channel is not None:
             log.info("virtio: closing the channel of %s: %s", vm.describe(), why)
             channel, vm.channel = vm.channel, None
-            channel.close()
+            self._io.close(channel)
+            self._channel_closed(channel, None, by_peer=False)
 
     def _expire(self, now: float) -> None:
         limit = self.config.expiration_time
@@ -552,7 +378,7 @@ class VirtioServer:
         return None, ""
 
     def _connect_failed(self, vm: _Vm, why: str) -> None:
-        self.stats.connect_failures += 1
+        self._counts.connect_failures += 1
         level = logging.DEBUG if vm.failure_logged else logging.INFO
         vm.failure_logged = True
         log.log(level, "virtio: cannot connect %s: %s; retrying in %.2g s",
@@ -560,9 +386,12 @@ class VirtioServer:
 
     def _attach(self, vm: _Vm, sock: socket.socket, path: str) -> None:
         """Serve *vm* on the connected *sock*."""
-        vm.channel = channel = Channel(self, vm, sock, path)
+        vm.channel = channel = Channel(
+            vm, vm.domain.uuid, sock, path, rate=self.config.rate_limit,
+            burst=self.config.rate_burst, opened=self.clock(), describe=vm.describe)
         self._channels.add(channel)
-        self.stats.opened += 1
+        self._io.add(channel)
+        self._counts.opened += 1
         vm.failure_logged = False
         self._unwatch_dir(os.path.dirname(path))
         log.info("virtio: opened the channel of %s (%d/%d)",
@@ -574,9 +403,11 @@ class VirtioServer:
         vm.delay = min(vm.delay * 2, BACKOFF_MAX)
 
     def _channel_closed(self, channel: Channel, exc: Exception | None, by_peer: bool) -> None:
+        if channel not in self._channels:
+            return  # closed here while the guest's side was closing it too, or stopped
         self._channels.discard(channel)
-        self.stats.closed += 1
-        vm = channel.vm
+        self._counts.closed += 1
+        vm = channel.owner
         if vm.channel is channel:
             vm.channel = None
             now = self.clock()
