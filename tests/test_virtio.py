@@ -594,10 +594,12 @@ async def test_qemu_that_accepts_and_hangs_up_in_a_loop(tmp_path):
         for _ in range(4):
             (await flaky_qemu.guest()).hang_up()
             assert parse(await good_guest.ask())
+        flaky_vm = d.server._vms[flaky.uuid]
+        await until(lambda: flaky_vm.channel is None)  # the last hang-up is seen
         # Each hang-up doubles the wait before the next attempt: 0.25 + 0.5 + 1 s
         # at least passed, and the next attempt is 2 s or more away.
         assert time.monotonic() - started >= 1.75
-        assert d.server._vms[flaky.uuid].delay >= 16 * virtio.BACKOFF_INITIAL
+        assert flaky_vm.delay >= 16 * virtio.BACKOFF_INITIAL
         assert not d.daemon._stop.is_set()
 
 
