@@ -488,6 +488,33 @@ async def test_a_failure_serving_one_channel_closes_only_that_channel(tmp_path, 
 
 
 @async_test
+async def test_a_failure_of_the_serving_thread_is_reported_and_stops_nothing_else(
+        tmp_path, monkeypatch, caplog):
+    # A fault the real parts cannot produce: the serving loop itself fails.
+    real = virtio_io.ServingThread._commands_run
+    calls = []
+
+    def failing(self):
+        calls.append(1)
+        if len(calls) > 1:
+            raise RuntimeError("broken")
+        return real(self)
+
+    monkeypatch.setattr(virtio_io.ServingThread, "_commands_run", failing)
+    uri, (alpha, beta) = node(tmp_path, ["alpha", "beta"])
+    async with running(tmp_path, uri, period=60) as d:
+        ga = await (await FakeQemu(d.channels, 1, "alpha").start()).guest()
+        assert parse(await ga.ask())
+        await FakeQemu(d.channels, 2, "beta").start()  # its channel's hand-over fails
+        assert await ga.closed()
+        await until(lambda: d.server.channels == 0)
+        await d.daemon.update()  # updates go on
+        assert not d.daemon._stop.is_set()
+    critical = [r for r in caplog.records if r.levelno == logging.CRITICAL]
+    assert critical and "no channel is answered any more" in critical[0].getMessage()
+
+
+@async_test
 async def test_expiration_and_vms_that_stop(short_tmp):
     tmp_path = short_tmp
     clock = [1000.0]

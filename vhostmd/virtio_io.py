@@ -295,7 +295,11 @@ class ServingThread:
         #: (due time, sequence, channel) of requests held back by the rate limit.
         self._timers: list[tuple[float, int, Channel]] = []
         self._seq = 0
-        self._thread = threading.Thread(target=self._run, name="vhostmd-virtio", daemon=True)
+        self._stopped = False
+        #: Set once the thread has ended: commands are then refused.
+        self._ended = False
+        self._post_lock = threading.Lock()
+        self._thread = threading.Thread(target=self._serve, name="vhostmd-virtio", daemon=True)
 
     def start(self) -> None:
         # Started with the daemon's signals blocked, so that they keep going
@@ -317,17 +321,23 @@ class ServingThread:
 
     def stop(self, timeout: float = 10.0) -> None:
         """Close every channel and end the thread."""
-        if self._thread.is_alive():
-            command = _Command(stop=True)
-            self._post(command)
-            command.done.wait(timeout)
-            self._thread.join(timeout)
+        if self._stopped:
+            return
+        command = _Command(stop=True)
+        self._post(command)
+        command.done.wait(timeout)
+        self._thread.join(timeout)
+        self._stopped = True
         self._epoll.close()
         os.close(self._wake)
 
     def _post(self, command: _Command) -> None:
-        self._commands.append(command)
-        os.eventfd_write(self._wake, 1)
+        with self._post_lock:
+            if not self._ended:
+                self._commands.append(command)
+                os.eventfd_write(self._wake, 1)
+                return
+        self._refuse(command)
 
     # Below: the serving thread only.
 
@@ -354,6 +364,33 @@ class ServingThread:
         self._epoll.unregister(channel.fd)
         channel.close_socket()
         return True
+
+    def _serve(self) -> None:
+        try:
+            self._run()
+        except BaseException:
+            # Not expected: every channel's own failures are caught in _run.
+            log.critical("virtio: the thread serving the channels failed; no channel is "
+                         "answered any more", exc_info=True)
+            self._end()
+            for channel in list(self._channels.values()):
+                self.drop(channel, None)
+        else:
+            self._end()
+
+    def _end(self) -> None:
+        """Refuse commands from now on; close what was handed over and not served."""
+        with self._post_lock:
+            self._ended = True
+        while self._commands:
+            self._refuse(self._commands.popleft())
+
+    def _refuse(self, command: _Command) -> None:
+        if command.add is not None:  # nobody would serve it
+            command.add.close_socket()
+            if not self._stopped:
+                self.on_closed(command.add, None)
+        command.done.set()
 
     def _run(self) -> None:
         poll, channels, timers, wake = self._epoll.poll, self._channels, self._timers, self._wake
@@ -384,7 +421,7 @@ class ServingThread:
                     log.exception("virtio: serving %s failed", channel.describe())
                     self.drop(channel, err)
             if timers:
-                now = time.monotonic()
+                now = _monotonic()
                 while timers and timers[0][0] <= now:
                     when, _, channel = heapq.heappop(timers)
                     if channel._timer_at == when and not channel.closed:
@@ -403,8 +440,14 @@ class ServingThread:
             command = commands.popleft()
             if command.add is not None:
                 channel = command.add
+                try:
+                    self._epoll.register(channel.fd, _IN)
+                except OSError as err:  # e.g. out of memory for epoll's entries
+                    log.warning("virtio: cannot serve %s: %s", channel.describe(), err)
+                    channel.close_socket()
+                    self.on_closed(channel, err)
+                    continue
                 self._channels[channel.fd] = channel
-                self._epoll.register(channel.fd, _IN)
                 channel._mask = _IN
             elif command.close is not None:
                 self._forget(command.close)
@@ -412,12 +455,6 @@ class ServingThread:
                 for channel in list(self._channels.values()):
                     self._forget(channel)
                 self._timers.clear()
-                # Channels added after the stop never get served.
-                while commands:
-                    late = commands.popleft()
-                    if late.add is not None:
-                        late.add.close_socket()
-                    late.done.set()
                 command.done.set()
                 return True
         return False
