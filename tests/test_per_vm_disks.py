@@ -8,6 +8,7 @@ domains that the daemon's read-only connection then sees.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import re
 import stat
@@ -272,3 +273,45 @@ def test_daemon_once_writes_per_vm_disk(tmp_path):
     assert signature == 0x6D766264 and busy == 0 and checksum == signed_sum(content)
     assert f"uuid='{uuid}'" in content.decode()
     assert os.listdir(tmp_path / "vms") == [uuid]
+
+
+def test_a_reload_keeps_each_vm_disk_and_its_document(tmp_path, rw, caplog):
+    # Guests read their disk at any moment: a reload must not empty it, then
+    # or at the next update (creating a disk zeroes it first).
+    from vhostmd.daemon import Daemon
+
+    caplog.set_level(logging.INFO, logger="vhostmd")
+
+    rw.start_vm("alpha", UUIDS[0])
+    conf_path = write_config(tmp_path)
+    virt = Libvirt(URI)
+    path = tmp_path / "vms" / UUIDS[0]
+
+    async def go():
+        daemon = Daemon(config_mod.load(conf_path), conf_path, virt, None)
+        await daemon.pipeline.start()
+        try:
+            await daemon.update()
+            before = read_disk(path)
+            inode = path.stat().st_ino
+            conf_path.write_text(conf_path.read_text().replace("echo 42", "echo 43"))
+            def created():
+                return [r for r in caplog.records
+                        if r.getMessage() == f"created per-VM metrics disk {path}"]
+
+            assert len(created()) == 1
+            first = created()
+            assert await daemon.reload()
+            assert read_disk(path) == before and path.stat().st_ino == inode
+            await daemon.update()
+            assert created() == first
+            return before, read_disk(path)
+        finally:
+            await daemon.pipeline.stop()
+
+    try:
+        before, after = run(go())
+    finally:
+        virt.close()
+    assert b"<value>42</value>" in before[4] and b"<value>43</value>" in after[4]
+    assert after[2] == signed_sum(after[4])

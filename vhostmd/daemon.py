@@ -13,6 +13,7 @@ from pathlib import Path
 from . import config as config_mod
 from .config import Config, ConfigError
 from .disk import DiskError, MetricsDisk
+from .per_vm_disks import open_per_vm_disks
 from .pipeline import Pipeline, UpdateReport, open_disk
 from .sdnotify import Notifier
 from .status import DaemonStatus, StatusFile, UpdateStatus, summary
@@ -188,7 +189,8 @@ class Daemon:
         for warning in new.warnings:
             log.warning("%s", warning)
         old = self.pipeline
-        pipeline = Pipeline(new, self.virt, disk, open_virtio(new, old.virtio))
+        pipeline = Pipeline(new, self.virt, disk, open_virtio(new, old.virtio),
+                            open_per_vm_disks(new, old.per_vm))
         await old.stop(keep=pipeline.publishers)
         if old.disk is not None and old.disk is not disk:
             old.disk.close()

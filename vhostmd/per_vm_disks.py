@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Callable
 
 from . import disk_format
+from .config import Config
 from .disk import DIR_MODE, DiskError, MetricsDisk
 from .model import Snapshot
 from .publish import PublishError
@@ -161,6 +162,23 @@ class PerVmDiskPublisher:
             ),
             errors=self._errors,
         )
+
+
+def open_per_vm_disks(config: Config, current: PerVmDiskPublisher | None = None
+                      ) -> PerVmDiskPublisher | None:
+    """The per-VM disks *config* asks for, reusing *current* when they are the same.
+
+    Reused, the disks stay open and keep their documents across a reload,
+    so guests never see them empty.
+    """
+    if "vbd" not in config.transports or config.disk.per_vm_dir is None:
+        return None
+    if (current is not None and current.directory == Path(config.disk.per_vm_dir)
+            and current.size == config.disk.size):
+        current.expiration = config.virtio.expiration_time
+        return current
+    return PerVmDiskPublisher(config.disk.per_vm_dir, config.disk.size,
+                              config.virtio.expiration_time)
 
 
 def _original_case(rendered: Rendered, uuid: str) -> str:

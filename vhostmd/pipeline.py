@@ -13,7 +13,7 @@ from .capacity import CapacityWatch
 from .collect import Collector
 from .config import Config
 from .disk import MetricsDisk
-from .per_vm_disks import PerVmDiskPublisher
+from .per_vm_disks import PerVmDiskPublisher, open_per_vm_disks
 from .publish import DiskPublisher, PublishError
 from .render import Rendered, Renderer
 from .status import TransportStatus
@@ -46,13 +46,14 @@ class UpdateReport:
 class Pipeline:
     """The collector, renderer and transports built from one Config.
 
-    The metrics disk and the virtio channels outlive a pipeline: the daemon
-    opens them, and keeps them across a reload that does not change them.
+    The metrics disk, the per-VM disks and the virtio channels outlive a
+    pipeline: they are kept across a reload that does not change them.
     """
 
     def __init__(
         self, config: Config, virt: Libvirt, disk: MetricsDisk | None,
         virtio: VirtioServer | None = None,
+        per_vm: PerVmDiskPublisher | None = None,
     ):
         self.config = config
         env = dict(os.environ)
@@ -66,10 +67,10 @@ class Pipeline:
         self.publishers: list = []
         if disk is not None:
             self.publishers.append(DiskPublisher(disk))
-        if "vbd" in config.transports and config.disk.per_vm_dir is not None:
-            self.publishers.append(PerVmDiskPublisher(
-                config.disk.per_vm_dir, config.disk.size, config.virtio.expiration_time,
-            ))
+        #: The per-VM disks, if any.
+        self.per_vm = per_vm if per_vm is not None else open_per_vm_disks(config)
+        if self.per_vm is not None:
+            self.publishers.append(self.per_vm)
         #: The server of the virtio channels, if any.
         self.virtio = virtio
         if virtio is not None:
