@@ -387,7 +387,7 @@ class VirtioServer:
     def _attach(self, vm: _Vm, sock: socket.socket, path: str) -> None:
         """Serve *vm* on the connected *sock*."""
         vm.channel = channel = Channel(
-            vm, vm.domain.uuid, sock, path, rate=self.config.rate_limit,
+            vm, vm.domain.uuid, sock, rate=self.config.rate_limit,
             burst=self.config.rate_burst, opened=self.clock(), describe=vm.describe)
         self._channels.add(channel)
         self._io.add(channel)

@@ -119,16 +119,15 @@ class Channel:
     """
 
     __slots__ = (
-        "owner", "uuid", "path", "opened", "closed", "describe", "_io", "_sock", "fd",
+        "owner", "uuid", "opened", "closed", "describe", "_io", "_sock", "fd",
         "_parser", "_bucket", "_pending", "_out", "_mask", "_timer_at", "_seen", "_built",
         "_answer_bytes",
     )
 
-    def __init__(self, owner, uuid: str, sock: socket.socket, path: str, *,
+    def __init__(self, owner, uuid: str, sock: socket.socket, *,
                  rate: float, burst: int, opened: float, describe: Callable[[], str]):
         self.owner = owner
         self.uuid = uuid
-        self.path = path
         self.opened = opened
         self.closed = False
         self.describe = describe
