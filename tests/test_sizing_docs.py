@@ -1,0 +1,101 @@
+"""The sizing figures in the documentation agree with what the daemon does.
+
+Bytes per VM are measured on a document the real daemon publishes for 200
+test-driver VMs with the shipped configuration; the VM counts are what
+`vhostmd --check` prints. The prose rounds, hence the tolerances.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from benchmarks.nodes import write_node
+from support import ROOT, read_disk, vhostmd
+from vhostmd import capacity, config as config_mod
+
+SAP = "conf/vhostmd.conf"
+UPSTREAM = "conf/vhostmd-upstream.conf"
+VMS = 200
+#: How far a rounded figure in the prose may be from the measured one.
+TOLERANCE = 0.03
+
+
+def near(prose: float, actual: float, tolerance: float = TOLERANCE) -> bool:
+    return abs(prose - actual) <= tolerance * actual
+
+
+def text(path: str) -> str:
+    return " ".join((ROOT / path).read_text().split())  # line breaks do not matter
+
+
+def find(pattern: str, path: str) -> re.Match:
+    match = re.search(pattern, text(path))
+    assert match, f"{path} no longer says {pattern!r}: update this test with the prose"
+    return match
+
+
+@pytest.fixture(scope="module", params=[SAP, UPSTREAM])
+def measured(request, tmp_path_factory):
+    """(host bytes, bytes per VM) of a document the daemon published."""
+    tmp = tmp_path_factory.mktemp("sizing")
+    conf = tmp / "vhostmd.conf"
+    conf.write_text(re.sub(
+        r"<path>/dev/shm/[^<]*</path>\s*<size[^<]*</size>",
+        f'<path>{tmp / "disk"}</path><size unit="m">1</size>',
+        (ROOT / request.param).read_text(),
+    ).replace("<transport>virtio</transport>", ""))
+    result = vhostmd("--once", "-c", write_node(tmp, VMS), "-f", str(conf))
+    assert result.returncode == 0, result.stderr
+    content = read_disk(tmp / "disk").content
+    first_vm = content.index(b"context='vm'")
+    host = content.rindex(b"\n", 0, first_vm) + 1 + len(b"</metrics>\n")
+    return request.param, host, (len(content) - host) / VMS
+
+
+def estimate(path: str, size: int | None = None) -> capacity.Capacity:
+    return capacity.estimate(config_mod.load(ROOT / path), size)
+
+
+def test_check_prints_the_line_the_docs_show():
+    result = vhostmd("--check", "-f", str(ROOT / SAP))
+    assert result.returncode == 0, result.stderr
+    (line,) = [l for l in result.stdout.splitlines() if l.startswith("vbd:")]
+    assert f"`{line}`" in text("docs/performance.md")
+
+
+def test_performance_table(measured):
+    config, host, per_vm = measured
+    est = estimate(config)
+    row = find(rf"`{re.escape(config)}`\), \d vm metrics? \| about (\d+) \((\d+) estimated\) \| "
+               r"about (\d+) \|", "docs/performance.md")
+    assert near(int(row[1]), per_vm), (row[0], per_vm)
+    assert (int(row[2]), int(row[3])) == (est.vm_bytes, est.vms)
+
+
+def test_sap_figures_in_prose(measured):
+    config, host, per_vm = measured
+    if config != SAP:
+        pytest.skip("the prose gives the SAP set's figures")
+    vms = estimate(SAP).vms
+    rest = find(r"takes about ([\d.]+) KiB with the SAP set", "docs/performance.md")
+    assert near(float(rest[1]) * 1024, host, 0.06), host
+    readme = find(r"about ([\d.]+) KiB plus about (\d+) bytes per VM: the default 256 KiB "
+                  r"holds about (\d+) VMs. .{0,200}?(\d+) bytes per VM for the SAP set", "README.md")
+    assert near(float(readme[1]) * 1024, host, 0.06) and near(int(readme[2]), per_vm)
+    assert near(int(readme[3]), vms) and int(readme[4]) == estimate(SAP).vm_bytes
+    ops = find(r"about ([\d.]+) KiB plus (\d+) bytes per VM, so the default 256 KiB disk "
+               r"holds about (\d+) VMs", "docs/operations.md")
+    assert near(float(ops[1]) * 1024, host, 0.06) and near(int(ops[2]), per_vm)
+    assert near(int(ops[3]), vms)
+    for rows in re.finditer(r"\| (\d+) \| ~(\d+) KiB \| (\d+)%", text("docs/operations.md")):
+        count, kib, fill = map(int, rows.groups())
+        document = host + count * per_vm
+        assert near(kib * 1024, document, 0.05) and abs(fill - 100 * document / (262144 - 16)) <= 1.5
+    conf = find(r"holds about (\d+) VMs at 256 KiB \(about (\d+) bytes per VM\)", SAP)
+    assert near(int(conf[1]), vms) and near(int(conf[2]), per_vm)
+    mib = find(r"1 MiB holds about (\d+) VMs and 2 MiB about (\d+)", "docs/performance.md")
+    assert near(int(mib[1]), estimate(SAP, 1 << 20).vms)
+    assert near(int(mib[2]), estimate(SAP, 2 << 20).vms)
