@@ -1,0 +1,53 @@
+"""Every example in README.md and docs/guest.md runs as written, against the config it names.
+
+See docs_examples for how an example names its configuration and how it is run.
+"""
+
+import pytest
+
+from docs_examples import ROOT, examples, published_disk, run_in_guest
+
+EXAMPLES = [e for e in examples() if e.config]
+
+
+def test_every_python_example_names_an_existing_configuration():
+    python = [e for e in examples() if e.language == "python"]
+    assert python, "no Python examples found: has the documentation moved?"
+    for example in python:
+        assert example.config, "{}: no '<!-- example: CONFIG -->' line above it".format(
+            example.where)
+    for example in EXAMPLES:
+        assert (ROOT / example.config).is_file(), "{}: no configuration {}".format(
+            example.where, example.config)
+
+
+@pytest.fixture(scope="module")
+def disks(tmp_path_factory):
+    made = {}
+
+    def disk(config):
+        if config not in made:
+            made[config] = published_disk(config, tmp_path_factory.mktemp("published"))
+        return made[config]
+
+    return disk
+
+
+@pytest.mark.parametrize("example", EXAMPLES, ids=[e.where for e in EXAMPLES])
+def test_example_runs(example, disks, tmp_path):
+    result = run_in_guest(example, disks(example.config), env={"TEXTFILE_DIR": str(tmp_path)})
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""
+    # A grouped read against the wrong metric set prints None: no example may.
+    assert "None" not in result.stdout, result.stdout
+    if example.language == "python":
+        assert result.stdout.strip(), "the example printed nothing"
+    if "--format prometheus" in example.code:
+        # The textfile recipe: one finished file, no temporary file left behind.
+        assert [p.name for p in tmp_path.iterdir()] == ["vhostmd.prom"]
+        prom = tmp_path / "vhostmd.prom"
+        assert prom.stat().st_mode & 0o777 == 0o644
+        parser = pytest.importorskip("prometheus_client.parser")
+        families = {f.name: f for f in parser.text_string_to_metric_families(prom.read_text())}
+        names = {s.labels["name"] for s in families["vhostmd_metric"].samples}
+        assert {"NumberOfPhysicalCPUs", "ResourceMemoryLimit"} <= names
