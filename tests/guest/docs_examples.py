@@ -106,8 +106,10 @@ def _loop_device(disk: Path) -> str:
     return result.stdout.strip()
 
 
-def run_in_guest(example: Example, disk: PublishedDisk, env=None) -> subprocess.CompletedProcess:
-    """Run *example* with *disk* attached as the VM's read-only metrics disk."""
+def run_in_guest(example: Example, disk: PublishedDisk, env=None,
+                 python: str = sys.executable) -> subprocess.CompletedProcess:
+    """Run *example* with *disk* attached as the VM's read-only metrics disk
+    (a python example with the interpreter *python*)."""
     device = _loop_device(disk.path)
     work = Path(tempfile.mkdtemp(prefix="vhostmd-example-"))
     try:
@@ -118,12 +120,12 @@ def run_in_guest(example: Example, disk: PublishedDisk, env=None) -> subprocess.
         (work / "class" / "dmi" / "id" / "product_uuid").write_text(disk.uuid + "\n")
         (work / "bin").mkdir()
         tool = work / "bin" / "vm-dump-metrics"
-        tool.write_text("#!/bin/sh\nexec {} -m vhostmd_guest \"$@\"\n".format(sys.executable))
+        tool.write_text("#!/bin/sh\nexec {} -m vhostmd_guest \"$@\"\n".format(python))
         tool.chmod(0o755)
         suffix = ".py" if example.language == "python" else ".sh"
         script = work / ("example" + suffix)
         script.write_text(example.code)
-        interpreter = sys.executable if example.language == "python" else "/bin/sh"
+        interpreter = python if example.language == "python" else "/bin/sh"
         inner = (
             "mount --bind {0}/block /sys/block && mount --bind {0}/class /sys/class && "
             "exec {1} {2}".format(work, interpreter, script)

@@ -6,6 +6,7 @@ See docs_examples for how an example names its configuration and how it is run.
 import pytest
 
 from docs_examples import ROOT, examples, published_disk, run_in_guest
+from test_guest_package import python36
 
 EXAMPLES = [e for e in examples() if e.config]
 
@@ -51,3 +52,13 @@ def test_example_runs(example, disks, tmp_path):
         families = {f.name: f for f in parser.text_string_to_metric_families(prom.read_text())}
         names = {s.labels["name"] for s in families["vhostmd_metric"].samples}
         assert {"NumberOfPhysicalCPUs", "ResourceMemoryLimit"} <= names
+
+
+def test_python_examples_run_on_python_3_6(disks):
+    """The guest package supports Python 3.6 (RHEL 8, SLES 15): so do its examples."""
+    exe = python36()
+    for example in EXAMPLES:
+        if example.language != "python":
+            continue
+        result = run_in_guest(example, disks(example.config), python=exe)
+        assert result.returncode == 0 and result.stderr == "", (example.where, result.stderr)
