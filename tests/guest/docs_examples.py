@@ -107,15 +107,17 @@ def _loop_device(disk: Path) -> str:
 
 
 def run_in_guest(example: Example, disk: PublishedDisk, env=None,
-                 python: str = sys.executable) -> subprocess.CompletedProcess:
+                 python: str = sys.executable, attach: bool = True) -> subprocess.CompletedProcess:
     """Run *example* with *disk* attached as the VM's read-only metrics disk
-    (a python example with the interpreter *python*)."""
-    device = _loop_device(disk.path)
+    (a python example with the interpreter *python*); with *attach* false,
+    in a VM that has no metrics disk."""
+    device = _loop_device(disk.path) if attach else None
     work = Path(tempfile.mkdtemp(prefix="vhostmd-example-"))
     try:
-        name = os.path.basename(device)
         (work / "block").mkdir()
-        os.symlink("/sys/devices/virtual/block/" + name, str(work / "block" / name))
+        if device:
+            name = os.path.basename(device)
+            os.symlink("/sys/devices/virtual/block/" + name, str(work / "block" / name))
         (work / "class" / "dmi" / "id").mkdir(parents=True)
         (work / "class" / "dmi" / "id" / "product_uuid").write_text(disk.uuid + "\n")
         (work / "bin").mkdir()
@@ -140,5 +142,6 @@ def run_in_guest(example: Example, disk: PublishedDisk, env=None,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                               universal_newlines=True, timeout=120, env=full_env, cwd=str(work))
     finally:
-        subprocess.run(["losetup", "--detach", device], timeout=30)
+        if device:
+            subprocess.run(["losetup", "--detach", device], timeout=30)
         shutil.rmtree(str(work), ignore_errors=True)

@@ -62,3 +62,23 @@ def test_python_examples_run_on_python_3_6(disks):
             continue
         result = run_in_guest(example, disks(example.config), python=exe)
         assert result.returncode == 0 and result.stderr == "", (example.where, result.stderr)
+
+
+def test_textfile_recipe_keeps_the_old_file_when_no_source_works(disks, tmp_path):
+    (recipe,) = [e for e in EXAMPLES if "--format prometheus" in e.code]
+    old = tmp_path / "vhostmd.prom"
+    old.write_text("# the last good one\n")
+    result = run_in_guest(recipe, disks(recipe.config), attach=False,
+                          env={"TEXTFILE_DIR": str(tmp_path)})
+    assert result.returncode != 0 and "no metrics disk" in result.stderr
+    assert [p.name for p in tmp_path.iterdir()] == ["vhostmd.prom"]
+    assert old.read_text() == "# the last good one\n"
+
+
+def test_sample_expositions_in_the_docs_parse():
+    parser = pytest.importorskip("prometheus_client.parser")
+    samples = [e for e in examples() if e.language == "text" and e.code.startswith("# HELP")]
+    assert samples, "docs/guest.md shows no --format prometheus output"
+    for sample in samples:
+        families = list(parser.text_string_to_metric_families(sample.code))
+        assert {f.name for f in families} == {"vhostmd_metric", "vhostmd_metric_info"}, sample.where
