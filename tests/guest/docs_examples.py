@@ -95,7 +95,8 @@ def published_disk(config: str, directory: Path) -> PublishedDisk:
     return PublishedDisk(disk, uuids.pop())
 
 
-def _loop_device(disk: Path) -> str:
+def loop_device(disk: Path) -> str:
+    """Attach *disk* as a read-only loop device (skip where that cannot be done)."""
     if not shutil.which("losetup") or not shutil.which("unshare") or os.geteuid() != 0:
         pytest.skip("running the examples as in a VM needs root, losetup and unshare")
     result = subprocess.run(["losetup", "--read-only", "--find", "--show", str(disk)],
@@ -111,7 +112,7 @@ def run_in_guest(example: Example, disk: PublishedDisk, env=None,
     """Run *example* with *disk* attached as the VM's read-only metrics disk
     (a python example with the interpreter *python*); with *attach* false,
     in a VM that has no metrics disk."""
-    device = _loop_device(disk.path) if attach else None
+    device = loop_device(disk.path) if attach else None
     work = Path(tempfile.mkdtemp(prefix="vhostmd-example-"))
     try:
         (work / "block").mkdir()

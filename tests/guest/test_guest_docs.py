@@ -3,9 +3,14 @@
 See docs_examples for how an example names its configuration and how it is run.
 """
 
+import subprocess
+import sys
+
 import pytest
 
-from docs_examples import ROOT, examples, published_disk, run_in_guest
+from vhostmd_guest import DiskReader, SourceOptions, read_document
+
+from docs_examples import GUEST_DIR, ROOT, examples, loop_device, published_disk, run_in_guest
 from test_guest_package import python36
 
 EXAMPLES = [e for e in examples() if e.config]
@@ -82,3 +87,25 @@ def test_sample_expositions_in_the_docs_parse():
     for sample in samples:
         families = list(parser.text_string_to_metric_families(sample.code))
         assert {f.name for f in families} == {"vhostmd_metric", "vhostmd_metric_info"}, sample.where
+
+
+def test_library_and_tool_read_a_named_device_and_a_file(disks):
+    """Pointed at a path, nothing is scanned: a block device and a plain file both work."""
+    disk = disks("conf/vhostmd.conf")
+    device = loop_device(disk.path)
+    try:
+        for path in (device, str(disk.path)):
+            # A /sys/block that lists nothing proves the path alone was used.
+            options = SourceOptions(device=path, sys_block="/nonexistent")
+            assert read_document(("disk",), options).value("ResourceMemoryLimit", "vm") == 8192
+            reader = DiskReader(path, sys_block="/nonexistent")
+            assert reader.path == path and reader.sap_vm(disk.uuid).resource_processor_limit == 2
+            tool = subprocess.run(
+                [sys.executable, "-m", "vhostmd_guest", "-b", "--device", path,
+                 "--format", "prometheus"],
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=60,
+                env={"PYTHONPATH": str(GUEST_DIR), "PATH": "/usr/bin:/bin"})
+            assert tool.returncode == 0, tool.stderr
+            assert b'name="ResourceMemoryLimit",context="vm"' in tool.stdout
+    finally:
+        subprocess.run(["losetup", "--detach", device], timeout=30)
