@@ -3,7 +3,7 @@
 Each group gathers a few metrics of one context into a record. A field is
 ``None`` when the document lacks the metric or its value cannot be read as
 its type (the reference leaves such fields at zero), so a group read against
-a host that publishes another metric set gives a record of ``None`` fields.
+a host that publishes another metric set gives mostly ``None`` fields.
 
 **The SAP set** (the host's shipped default, ``conf/vhostmd.conf``):
 :func:`sap_host_metrics` and :func:`sap_vm_metrics` give
