@@ -99,6 +99,10 @@ def loop_device(disk: Path) -> str:
     """Attach *disk* as a read-only loop device (skip where that cannot be done)."""
     if not shutil.which("losetup") or not shutil.which("unshare") or os.geteuid() != 0:
         pytest.skip("running the examples as in a VM needs root, losetup and unshare")
+    probe = subprocess.run(["unshare", "--mount", "true"], stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, universal_newlines=True, timeout=30)
+    if probe.returncode != 0:
+        pytest.skip("no private mount namespace here: {}".format(probe.stderr.strip()))
     result = subprocess.run(["losetup", "--read-only", "--find", "--show", str(disk)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             universal_newlines=True, timeout=30)
