@@ -226,6 +226,7 @@ def test_guest_wheel_and_sdist(tmp_path):
     assert list(tmp_path.glob("vhostmd[-_]guest-*.tar.gz"))
     names = zipfile.ZipFile(wheel).namelist()
     assert "vhostmd_guest/__init__.py" in names
+    assert tree_modules(ROOT / "guest" / "vhostmd_guest") <= set(names)
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
     assert "vm-dump-metrics = vhostmd_guest.dump:main" in zipfile.ZipFile(wheel).read(entry_points).decode()
 
