@@ -233,7 +233,7 @@ def config(system) -> str:
     return "/tmp/vhostmd.conf"
 
 
-def test_the_installed_modules_are_debians_python_s(system):
+def test_every_installed_module_imports_with_debians_python(system):
     out = must(system.run("python3", "-c", (
         "import importlib, pkgutil, sys, vhostmd, vhostmd_guest\n"
         "for pkg in (vhostmd, vhostmd_guest):\n"
