@@ -1,3 +1,3 @@
 """vhostmd: the Virtual Host Metrics Daemon (a compatible reimplementation)."""
 
-__version__ = "0.1.0"
+__version__ = "2.0.0"
