@@ -66,7 +66,7 @@ def worker(config_name: str, vms: int, warmup: int, updates: int) -> dict:
     from benchmarks.nodes import write_node
     from vhostmd import config as config_mod
     from vhostmd.pipeline import Pipeline, open_disk
-    from vhostmd.virt import Libvirt
+    from vhostmd.collect.virt import Libvirt
 
     with tempfile.TemporaryDirectory(prefix="vhostmd-bench-") as tmp_name:
         tmp = Path(tmp_name)

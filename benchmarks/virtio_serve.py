@@ -68,7 +68,7 @@ def serve(channel_path: Path, channels: int, period: int) -> None:
     from vhostmd.config import VirtioConfig
     from vhostmd.model import Domain, Metric, Snapshot, VmMetrics
     from vhostmd.render import Renderer
-    from vhostmd.virtio_channels import VirtioServer
+    from vhostmd.publish.virtio.transport import VirtioServer
 
     domains = [Domain(i, f"vm{i}", vm_uuid(i)) for i in range(1, channels + 1)]
 

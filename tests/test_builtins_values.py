@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from vhostmd import builtins, host_sources as hs
-from vhostmd.builtins.host import HostView
-from vhostmd.host_sources import HostSample, NotYetAvailable, SourceUnavailable
+from vhostmd.collect import builtins, host_sources as hs
+from vhostmd.collect.builtins.host import HostView
+from vhostmd.collect.host_sources import HostSample, NotYetAvailable, SourceUnavailable
 from vhostmd.metric_types import BadValue
 
 MEMINFO = """MemTotal:       16000000 kB

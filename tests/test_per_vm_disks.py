@@ -22,11 +22,11 @@ import pytest
 
 from vhostmd import config as config_mod
 from vhostmd.model import Domain, Metric, Snapshot, VmMetrics
-from vhostmd.per_vm_disks import PerVmDiskPublisher
+from vhostmd.publish.per_vm_disks import PerVmDiskPublisher
 from vhostmd.pipeline import Pipeline, open_disk
-from vhostmd.publish import PublishError
+from vhostmd.publish.shared_disk import PublishError
 from vhostmd.render import Renderer
-from vhostmd.virt import Libvirt
+from vhostmd.collect.virt import Libvirt
 
 ROOT = Path(__file__).resolve().parents[1]
 URI = "test:///default"

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from vhostmd import status as status_mod
-from vhostmd.status import DaemonStatus, StatusFile, UpdateStatus
+from vhostmd import state as status_mod
+from vhostmd.state import DaemonStatus, StatusFile, UpdateStatus
 
 ROOT = Path(__file__).resolve().parents[1]
 URI = "test:///default"

@@ -24,13 +24,14 @@ import pytest
 
 from fake_qemu import INVALID, REQUEST, FakeQemu, dead_socket
 from support import config_xml, metric, write_node
-from vhostmd import config as config_mod, virtio_channels as virtio, virtio_io
+from vhostmd import config as config_mod
+from vhostmd.publish.virtio import transport as virtio, serving as virtio_io
 from vhostmd.daemon import Daemon
 from vhostmd.model import Domain, Metric, Snapshot, VmMetrics
 from vhostmd.render import Renderer
-from vhostmd.virt import Libvirt
-from vhostmd.virtio_channels import VirtioServer, name_matches, open_virtio, parse_channel_dir
-from vhostmd.virtio_io import TokenBucket
+from vhostmd.collect.virt import Libvirt
+from vhostmd.publish.virtio.transport import VirtioServer, name_matches, open_virtio, parse_channel_dir
+from vhostmd.publish.virtio.serving import TokenBucket
 
 DEFAULT_UUID = "6695eb01-f6a4-8304-79aa-97f2502e193f"  # test:///default's domain "test"
 TEST_UUID = str(uuidlib.uuid5(uuidlib.NAMESPACE_OID, "test"))  # "test" in a node() file
@@ -427,7 +428,7 @@ async def test_max_channels_is_enforced_with_one_warning(tmp_path, caplog):
         await qemus[2].no_connection(3.5)  # three updates
         notes = d.server.status().channels.notes
         assert any("max_channels 2 reached: 1 VM(s)" in note for note in notes), notes
-    warnings = [r for r in caplog.records if r.name == "vhostmd.virtio_channels" and "max_channels" in r.getMessage()]
+    warnings = [r for r in caplog.records if r.name == "vhostmd.publish.virtio.transport" and "max_channels" in r.getMessage()]
     assert len(warnings) == 1 and warnings[0].levelno == logging.WARNING
 
 

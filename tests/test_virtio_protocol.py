@@ -8,7 +8,7 @@ from hypothesis import given, settings, strategies as st
 from vhostmd.render import (
     HOST_UNAVAILABLE, UNAVAILABLE_ANSWER, VM_UNAVAILABLE, Fragment, virtio_answer,
 )
-from vhostmd.virtio_protocol import INVALID_ANSWER, REQUEST_LIMIT, Event, RequestParser
+from vhostmd.publish.virtio.protocol import INVALID_ANSWER, REQUEST_LIMIT, Event, RequestParser
 
 GET, INVALID, TOO_LONG = Event.GET_METRICS, Event.INVALID, Event.TOO_LONG
 LF, CRLF = b"GET /metrics/XML\n\n", b"GET /metrics/XML\r\n\r\n"

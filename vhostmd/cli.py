@@ -10,16 +10,17 @@ import pwd
 import sys
 from pathlib import Path
 
-from . import __version__, capacity, config as config_mod, per_vm_disks, status as status_mod, system
+from . import __version__, config as config_mod, state as status_mod, process as system
+from .publish import capacity, per_vm_disks
 from .config import Config, ConfigError
 from .daemon import Daemon
-from .disk import DiskError
+from .publish.disk import DiskError
 from .pidfile import DEFAULT_PID_FILE, PidFile, PidFileError
 from .pipeline import open_disk
 from .sdnotify import Notifier
-from .status import StatusFile
-from .virt import Libvirt
-from .virtio_channels import open_virtio
+from .state import StatusFile
+from .collect.virt import Libvirt
+from .publish.virtio.transport import open_virtio
 
 log = logging.getLogger("vhostmd")
 
@@ -92,13 +93,13 @@ def describe(config: Config) -> str:
 
 
 def _attach(argv: list[str]) -> int:
-    from . import attach  # imported on use: the daemon never needs it
+    from .commands import attach  # imported on use: the daemon never needs it
 
     return attach.main_attach(argv)
 
 
 def _detach(argv: list[str]) -> int:
-    from . import attach
+    from .commands import attach
 
     return attach.main_detach(argv)
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from lxml import etree
 
-from . import builtins
+from .collect import builtins
 
 DEFAULT_CONFIG = Path("/etc/vhostmd/vhostmd.conf")
 DEFAULT_DISK_PATH = Path("/dev/shm/vhostmd0")

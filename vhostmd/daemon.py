@@ -12,13 +12,13 @@ from pathlib import Path
 
 from . import config as config_mod
 from .config import Config, ConfigError
-from .disk import DiskError, MetricsDisk
-from .per_vm_disks import open_per_vm_disks
+from .publish.disk import DiskError, MetricsDisk
+from .publish.per_vm_disks import open_per_vm_disks
 from .pipeline import Pipeline, UpdateReport, open_disk
 from .sdnotify import Notifier
-from .status import DaemonStatus, StatusFile, UpdateStatus, summary
-from .virt import Libvirt
-from .virtio_channels import VirtioServer, open_virtio
+from .state import DaemonStatus, StatusFile, UpdateStatus, summary
+from .collect.virt import Libvirt
+from .publish.virtio.transport import VirtioServer, open_virtio
 
 log = logging.getLogger(__name__)
 

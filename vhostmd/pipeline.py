@@ -8,19 +8,19 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from .actions import ActionRunner
-from .capacity import CapacityWatch
-from .collect import Collector
+from .collect.actions import ActionRunner
+from .publish.capacity import CapacityWatch
+from .collect.collector import Collector
 from .config import Config
-from .disk import MetricsDisk
-from .per_vm_disks import PerVmDiskPublisher, open_per_vm_disks
-from .publish import DiskPublisher, PublishError
+from .publish.disk import MetricsDisk
+from .publish.per_vm_disks import PerVmDiskPublisher, open_per_vm_disks
+from .publish.shared_disk import DiskPublisher, PublishError
 from .render import Rendered, Renderer
-from .status import TransportStatus
-from .virt import Libvirt
+from .state import TransportStatus
+from .collect.virt import Libvirt
 
 if TYPE_CHECKING:
-    from .virtio_channels import VirtioServer
+    from .publish.virtio.transport import VirtioServer
 
 log = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from . import disk_format
+from .publish import disk_format
 from .model import Domain, Metric, Snapshot, VmMetrics
 
 DOCUMENT_START = b"<metrics>\n"

@@ -14,11 +14,11 @@ import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable, Union
 
-from ..metric_types import INTEGER_RANGES, REAL_LIMITS, BadValue, format_real, normalize
-from ..model import Metric
+from ...metric_types import INTEGER_RANGES, REAL_LIMITS, BadValue, format_real, normalize
+from ...model import Metric
 
 if TYPE_CHECKING:
-    from ..config import MetricDef
+    from ...config import MetricDef
 
 Value = Union[int, float, str]
 

@@ -46,8 +46,8 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Callable, NamedTuple
 
-from .render import Fragment, virtio_answer
-from .virtio_protocol import INVALID_ANSWER, VALID_REQUESTS, Event, RequestParser
+from ...render import Fragment, virtio_answer
+from .protocol import INVALID_ANSWER, VALID_REQUESTS, Event, RequestParser
 
 log = logging.getLogger(__name__)
 

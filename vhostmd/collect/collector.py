@@ -16,10 +16,10 @@ from . import builtins, host_sources
 from .action_output import OutputError, interpret
 from .actions import ActionFailed, ActionRunner, substitute
 from .builtins.host import HostView
-from .config import Config, MetricDef
+from ..config import Config, MetricDef
 from .host_sources import HostSample, NotYetAvailable, SourceUnavailable
-from .metric_types import BadValue
-from .model import Domain, Metric, Snapshot, VmMetrics
+from ..metric_types import BadValue
+from ..model import Domain, Metric, Snapshot, VmMetrics
 from .virt import Fetched, Libvirt, VirtError
 
 log = logging.getLogger(__name__)

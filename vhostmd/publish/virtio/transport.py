@@ -31,15 +31,15 @@ import stat
 import time
 from dataclasses import dataclass, replace
 
-from .config import Config, VirtioConfig
-from .virtio_inotify import (
+from ...config import Config, VirtioConfig
+from .inotify import (
     IN_CREATE, IN_DONT_FOLLOW, IN_IGNORED, IN_MOVED_TO, IN_ONLYDIR, IN_Q_OVERFLOW, Inotify,
 )
-from .model import Domain, Snapshot
-from .publish import PublishError
-from .render import Fragment, Rendered
-from .status import ChannelStatus, TransportStatus
-from .virtio_io import Answers, Channel, ServingThread
+from ...model import Domain, Snapshot
+from ..shared_disk import PublishError
+from ...render import Fragment, Rendered
+from ...state import ChannelStatus, TransportStatus
+from .serving import Answers, Channel, ServingThread
 
 log = logging.getLogger(__name__)
 

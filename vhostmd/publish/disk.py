@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 
 from . import disk_format
-from .files import FileRefused, open_regular
+from ..files import FileRefused, open_regular
 
 log = logging.getLogger(__name__)
 

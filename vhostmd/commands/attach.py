@@ -25,10 +25,10 @@ from pathlib import Path
 import libvirt
 from lxml import etree
 
-from . import config as config_mod
-from .config import Config, ConfigError
-from .disk import DiskError, MetricsDisk
-from .per_vm_disks import disk_path as per_vm_disk_path, prepare_directory
+from .. import config as config_mod
+from ..config import Config, ConfigError
+from ..publish.disk import DiskError, MetricsDisk
+from ..publish.per_vm_disks import disk_path as per_vm_disk_path, prepare_directory
 
 log = logging.getLogger(__name__)
 

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from .disk import DiskError, MetricsDisk
 from .disk_format import HEADER_SIZE
-from .model import Snapshot
-from .render import Rendered
-from .status import DiskStatus, TransportStatus
+from ..model import Snapshot
+from ..render import Rendered
+from ..state import DiskStatus, TransportStatus
 
 
 class PublishError(Exception):

@@ -27,7 +27,7 @@ from . import domain_stats
 from .domain_events import DomainTracker
 from .domain_stats import DomainSample
 from .host_sources import Hypervisor, NodeInfo
-from .model import Domain
+from ..model import Domain
 
 log = logging.getLogger(__name__)
 

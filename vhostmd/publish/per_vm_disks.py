@@ -19,12 +19,12 @@ from pathlib import Path
 from typing import Callable
 
 from . import disk_format
-from .config import Config
+from ..config import Config
 from .disk import DIR_MODE, DiskError, MetricsDisk
-from .model import Snapshot
-from .publish import PublishError
-from .render import Rendered
-from .status import DiskStatus, TransportStatus
+from ..model import Snapshot
+from .shared_disk import PublishError
+from ..render import Rendered
+from ..state import DiskStatus, TransportStatus
 
 log = logging.getLogger(__name__)
 
