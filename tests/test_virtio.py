@@ -30,7 +30,8 @@ from vhostmd.daemon import Daemon
 from vhostmd.model import Domain, Metric, Snapshot, VmMetrics
 from vhostmd.render import Renderer
 from vhostmd.collect.virt import Libvirt
-from vhostmd.publish.virtio.transport import VirtioServer, name_matches, open_virtio, parse_channel_dir
+from vhostmd.transports import open_transports
+from vhostmd.publish.virtio.transport import VirtioTransport, name_matches, open_virtio, parse_channel_dir
 from vhostmd.publish.virtio.serving import TokenBucket
 
 DEFAULT_UUID = "6695eb01-f6a4-8304-79aa-97f2502e193f"  # test:///default's domain "test"
@@ -69,8 +70,9 @@ async def running(tmp_path: Path, uri: str, *, metrics: str = METRICS, period: i
                                     virtio=virtio_xml(channels, **virtio_args)))
     conf = config_mod.load(conf_path)
     virt = Libvirt(uri)
-    server = open_virtio(conf)
-    daemon = Daemon(conf, conf_path, virt, None, virtio=server)
+    transports = open_transports(conf)
+    server = next(t for t in transports if isinstance(t, VirtioTransport))
+    daemon = Daemon(conf, conf_path, virt, transports)
     task = asyncio.ensure_future(daemon.run())
     try:
         yield SimpleNamespace(daemon=daemon, server=server, channels=channels, conf_path=conf_path)
@@ -124,7 +126,7 @@ async def until(predicate, timeout: float = 20.0) -> None:
         await asyncio.sleep(0.02)
 
 
-def channel_of(server: VirtioServer, uuid: str):
+def channel_of(server: VirtioTransport, uuid: str):
     return server._vms[uuid].channel
 
 
@@ -519,7 +521,7 @@ async def test_a_failure_of_the_serving_thread_is_reported_and_stops_nothing_els
 async def test_expiration_and_vms_that_stop(short_tmp):
     tmp_path = short_tmp
     clock = [1000.0]
-    server = VirtioServer(
+    server = VirtioTransport(
         config_mod.VirtioConfig(channel_path=tmp_path, expiration_time=15), clock=lambda: clock[0]
     )
     renderer = Renderer()
@@ -531,7 +533,7 @@ async def test_expiration_and_vms_that_stop(short_tmp):
             vms=tuple(VmMetrics(d, (Metric("N", "string", d.name),)) for d in domains),
             vms_known=known,
         )
-        server.publish(renderer.render(snapshot), snapshot)
+        server.publish(renderer.render(snapshot))
 
     await server.start()
     try:
@@ -570,7 +572,7 @@ async def test_reload_with_the_same_virtio_settings_keeps_channels(tmp_path):
         assert await d.daemon.reload()
         await d.daemon.update()
         assert ("host", "HostName", "host-b", None, None) in parse(await guest.ask())
-        assert d.daemon.pipeline.virtio is d.server
+        assert any(t is d.server for t in d.daemon.pipeline.publishers)
 
 
 # ---------------------------------------------------------------------------

@@ -197,6 +197,9 @@ class Rendered:
     domains: dict[str, Domain]
     document: bytes
     document_sum: int
+    #: Whether the VM list is complete (False while libvirt is unreachable):
+    #: a VM missing from ``vms`` is gone only if it is.
+    vms_known: bool = True
 
     def document_for(self, uuid: str) -> tuple[bytes, int]:
         """A document holding the host metrics and only VM *uuid*'s, with its sum."""
@@ -267,4 +270,5 @@ class Renderer:
             domains=domains,
             document=b"".join([p.data for p in parts]),
             document_sum=disk_format.combine(*[p.sum for p in parts]),
+            vms_known=snapshot.vms_known,
         )

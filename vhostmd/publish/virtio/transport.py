@@ -35,8 +35,8 @@ from ...config import Config, VirtioConfig
 from .inotify import (
     IN_CREATE, IN_DONT_FOLLOW, IN_IGNORED, IN_MOVED_TO, IN_ONLYDIR, IN_Q_OVERFLOW, Inotify,
 )
-from ...model import Domain, Snapshot
-from ..shared_disk import PublishError
+from ...model import Domain
+from .. import PublishError
 from ...render import Fragment, Rendered
 from ...state import ChannelStatus, TransportStatus
 from .serving import Answers, Channel, ServingThread
@@ -111,8 +111,10 @@ class _Vm:
         return f"VM {self.domain.name!r} (id {self.domain.id})"
 
 
-class VirtioServer:
+class VirtioTransport:
     """All VMs' channels, served from the latest update.
+
+    The daemon is the *client* of each channel: QEMU listens, this connects.
 
     Lives as long as the daemon (a reload with the same virtio settings keeps
     it and its channels); ``publish()`` is called after every update.
@@ -219,7 +221,7 @@ class VirtioServer:
 
     # publishing
 
-    def publish(self, rendered: Rendered, snapshot: Snapshot) -> None:
+    def publish(self, rendered: Rendered) -> None:
         """Take one update's metrics; connect VMs that have no channel yet."""
         if not self._running:
             return
@@ -236,7 +238,7 @@ class VirtioServer:
                 self._by_id[domain.id] = vm
             vm.fragment = fragment
             vm.updated = now
-        if snapshot.vms_known:
+        if rendered.vms_known:
             for uuid, vm in list(self._vms.items()):
                 if uuid not in rendered.vms:
                     self._forget(vm, "not running any more")
@@ -532,10 +534,10 @@ def _raise_fd_limit(wanted: int) -> None:
                     "(raise LimitNOFILE)", new, wanted - SPARE_FDS)
 
 
-def open_virtio(config: Config, current: VirtioServer | None = None) -> VirtioServer | None:
+def open_virtio(config: Config, current: VirtioTransport | None = None) -> VirtioTransport | None:
     """The channels *config* asks for, reusing *current* (and its channels) when unchanged."""
     if "virtio" not in config.transports:
         return None
     if current is not None and current.config == config.virtio:
         return current
-    return VirtioServer(config.virtio)
+    return VirtioTransport(config.virtio)
