@@ -25,14 +25,15 @@ import pytest
 from fake_qemu import INVALID, REQUEST, FakeQemu, dead_socket
 from support import config_xml, metric, write_node
 from vhostmd import config as config_mod
-from vhostmd.publish.virtio import transport as virtio, serving as virtio_io
+from vhostmd.publish.virtio import serving as virtio_io, transport as virtio
 from vhostmd.daemon import Daemon
 from vhostmd.model import Domain, Metric, Snapshot, VmMetrics
 from vhostmd.render import Renderer
 from vhostmd.collect.virt import Libvirt
 from vhostmd.transports import open_transports
-from vhostmd.publish.virtio.transport import VirtioTransport, name_matches, open_virtio, parse_channel_dir
-from vhostmd.publish.virtio.serving import TokenBucket
+from vhostmd.publish.virtio.naming import name_matches, parse_channel_dir
+from vhostmd.publish.virtio.protocol import TokenBucket
+from vhostmd.publish.virtio.transport import VirtioTransport, open_virtio
 
 DEFAULT_UUID = "6695eb01-f6a4-8304-79aa-97f2502e193f"  # test:///default's domain "test"
 TEST_UUID = str(uuidlib.uuid5(uuidlib.NAMESPACE_OID, "test"))  # "test" in a node() file
@@ -298,13 +299,13 @@ def test_default_rate_limit_is_documented():
 @async_test
 async def test_each_answer_is_built_once_per_update(tmp_path, monkeypatch):
     built = []
-    real = virtio_io.virtio_answer
+    real = virtio_io.answer
 
     def counting(host, vm):
         built.append(vm)
         return real(host, vm)
 
-    monkeypatch.setattr(virtio_io, "virtio_answer", counting)
+    monkeypatch.setattr(virtio_io, "answer", counting)
     timed = metric("Now", "date +%s%N") + METRICS
     async with running(tmp_path, one_vm(tmp_path), metrics=timed, period=60) as d:
         guest = await (await FakeQemu(d.channels, 1, "test").start()).guest()
@@ -470,14 +471,14 @@ async def test_a_guest_that_hangs_up_while_held_back_is_closed_at_once(tmp_path)
 @async_test
 async def test_a_failure_serving_one_channel_closes_only_that_channel(tmp_path, monkeypatch, caplog):
     # A fault the real parts cannot produce: building one VM's answer fails.
-    real = virtio_io.virtio_answer
+    real = virtio_io.answer
 
     def failing(host, vm):
         if vm is not None and b"<value>alpha</value>" in vm.data:
             raise RuntimeError("broken")
         return real(host, vm)
 
-    monkeypatch.setattr(virtio_io, "virtio_answer", failing)
+    monkeypatch.setattr(virtio_io, "answer", failing)
     uri, (alpha, beta) = node(tmp_path, ["alpha", "beta"])
     async with running(tmp_path, uri) as d:
         ga = await (await FakeQemu(d.channels, 1, "alpha").start()).guest()
