@@ -91,7 +91,13 @@ def _detach(argv: list[str]) -> int:
     return attach.main_detach(argv)
 
 
-SUBCOMMANDS = {"status": status_mod.main, "attach": _attach, "detach": _detach}
+def _status(argv: list[str]) -> int:
+    from .commands import status
+
+    return status.main(argv)
+
+
+SUBCOMMANDS = {"status": _status, "attach": _attach, "detach": _detach}
 
 
 def main(argv: list[str] | None = None) -> int:
