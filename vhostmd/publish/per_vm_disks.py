@@ -174,10 +174,10 @@ def open_per_vm_disks(config: Config, current: PerVmDiskPublisher | None = None
         return None
     if (current is not None and current.directory == Path(config.disk.per_vm_dir)
             and current.size == config.disk.size):
-        current.expiration = config.virtio.expiration_time
+        current.expiration = config.vm_expiration
         return current
     return PerVmDiskPublisher(config.disk.per_vm_dir, config.disk.size,
-                              config.virtio.expiration_time)
+                              config.vm_expiration)
 
 
 def prepare_per_vm_disks(config: Config, owner: int | None) -> None:
