@@ -12,6 +12,7 @@ from benchmarks.nodes import write_node
 from vhostmd.publish import capacity, disk_format
 from vhostmd import config as config_mod
 from vhostmd.publish.disk import MetricsDisk
+from vhostmd.publish.shared_disk import DiskPublisher
 from vhostmd.pipeline import Pipeline
 from vhostmd.collect.virt import Libvirt
 
@@ -24,7 +25,7 @@ def run_update(config, uri: str, disk_path: Path, size: int):
     disk = MetricsDisk(disk_path, size)
 
     async def run():
-        pipeline = Pipeline(config, virt, disk)
+        pipeline = Pipeline(config, virt, [DiskPublisher(disk)])
         return pipeline, await pipeline.update()
 
     try:
