@@ -15,6 +15,7 @@ from .config import Config, ConfigError
 from .disk import DiskError, MetricsDisk
 from .per_vm_disks import open_per_vm_disks
 from .pipeline import Pipeline, UpdateReport, open_disk
+from .publish import PublishErrorLog
 from .sdnotify import Notifier
 from .status import DaemonStatus, StatusFile, UpdateStatus, summary
 from .virt import Libvirt
@@ -62,6 +63,7 @@ class Daemon:
         self.notifier = notifier or Notifier(None)
         self.started = time.time()
         self._problems = ProblemLog()
+        self._publish_errors = PublishErrorLog()
         self._stop = asyncio.Event()
         self._reload = asyncio.Event()
         self._wake = asyncio.Event()
@@ -81,7 +83,8 @@ class Daemon:
     async def update(self) -> UpdateReport:
         """Run one update now and log what went wrong."""
         report = await self.pipeline.update()
-        self._problems.update(report.problems + report.publish_errors)
+        self._problems.update(report.problems)
+        self._publish_errors.update(report.publish_errors)
         self.last_report = report
         self._report_status()
         log.debug(

@@ -73,6 +73,8 @@ class TransportStatus:
     disks: tuple[DiskStatus, ...] = ()
     channels: ChannelStatus | None = None
     errors: tuple[str, ...] = ()
+    #: Events an admin should know of that are not errors now (a disk re-created).
+    notes: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,6 +126,7 @@ class DaemonStatus:
                     channels=_build(ChannelStatus, t["channels"], notes=tuple(t["channels"].get("notes", ())))
                     if t.get("channels") else None,
                     errors=tuple(t.get("errors", ())),
+                    notes=tuple(t.get("notes", ())),
                 )
                 for t in data.get("transports", ())
             )
@@ -309,6 +312,7 @@ def _transport_lines(t: TransportStatus) -> list[str]:
         lines[-1] += f" {c.connected} channels connected, {c.refused} refused, {c.rate_limited} rate-limited"
         lines.extend(f"  {n}" for n in c.notes)
     lines.extend(f"  error: {e}" for e in t.errors)
+    lines.extend(f"  note: {n}" for n in t.notes)
     return lines
 
 
