@@ -121,7 +121,7 @@ def open_directory(path: Path, *, owners: Collection[int], sticky_ok: bool,
             flags |= os.O_NOFOLLOW
         fd = os.open(path, flags)
     except OSError as err:
-        if err.errno == errno.ELOOP:
+        if err.errno in (errno.ELOOP, errno.ENOTDIR) and os.path.islink(path):
             raise FileRefused(f"directory {path} is a symbolic link; refusing to follow it") from None
         if err.errno == errno.ENOTDIR:
             raise FileRefused(f"{path} is not a directory; refusing to use it") from None
