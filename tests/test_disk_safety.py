@@ -273,9 +273,37 @@ def test_a_swapped_per_vm_directory_never_redirects_a_create_or_an_unlink(tmp_pa
         now[0] = 21.0
         assert update([UUID_B]) is None
         assert os.listdir(vms) == [UUID_B] and b"vm0" in read_disk(vms / UUID_B).content
+        assert any("opened again" in note for note in publisher.status().notes)
         await publisher.stop()
 
     asyncio.run(go())
+
+
+def test_a_per_vm_disk_removed_or_replaced_is_recreated_in_the_next_update(tmp_path):
+    vms = tmp_path / "vms"
+    victim = tmp_path / "precious"
+    victim.write_text("keep me")
+    publisher = PerVmDiskPublisher(vms, 4096, expiration=10)
+    renderer = Renderer()
+    snap = _snapshot([UUID_A, UUID_B])
+
+    async def go():
+        await publisher.start()
+        publisher.publish(renderer.render(snap), snap)
+        (vms / UUID_A).unlink()
+        (vms / UUID_B).unlink()
+        (vms / UUID_B).symlink_to(victim)
+        publisher.publish(renderer.render(snap), snap)  # same document: rewritten all the same
+        for uuid in (UUID_A, UUID_B):
+            disk = read_disk(vms / uuid)
+            assert disk.busy == 0 and disk.sum == signed_sum(disk.content) and b"vm" in disk.content
+        notes = publisher.status().notes
+        assert any(f"{vms / UUID_A} was removed at" in n for n in notes)
+        assert any(f"{vms / UUID_B} was replaced by a symbolic link at" in n for n in notes)
+        await publisher.stop()
+
+    asyncio.run(go())
+    assert victim.read_text() == "keep me"
 
 
 def test_the_daemon_writes_nothing_through_a_per_vm_directory_swapped_for_a_symlink(tmp_path):
@@ -552,3 +580,13 @@ def test_the_header_says_busy_while_a_write_is_under_way(tmp_path):
     assert all(busy == 1 for busy in observed), observed
     final = read_disk(path)
     assert final.busy == 0 and final.content == new.document and final.sum == signed_sum(new.document)
+
+
+def test_the_disk_check_benchmark_runs(tmp_path):
+    run = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "disk_check.py"), "--disks", "5", "--rounds", "3",
+         "--dir", str(tmp_path)],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.startswith("5 per-VM disks: ") and os.listdir(tmp_path) == []

@@ -69,6 +69,9 @@ class MetricsDisk:
     def __init__(self, path: Path, size: int, dir_fd: int | None = None):
         self.path = Path(path)
         self.size = size
+        # Strings, not Path properties: check() runs for every disk every update.
+        self._name = self.path.name
+        self._parent = str(self.path.parent)
         self._last: bytes | None = None
         self._own_dir = dir_fd is None
         self._dir_fd = -1 if dir_fd is None else dir_fd
@@ -138,9 +141,9 @@ class MetricsDisk:
     def _where_now(self) -> str | None:
         """None while the path names the open file; else what it names now."""
         try:
-            if self._own_dir and not same_file(os.stat(self.path.parent), self._dir_id):
-                return f"is no longer in the directory {self.path.parent} the daemon opened"
-            info = os.stat(self.path.name, dir_fd=self._dir_fd, follow_symlinks=False)
+            if self._own_dir and not same_file(os.stat(self._parent), self._dir_id):
+                return f"is no longer in the directory {self._parent} the daemon opened"
+            info = os.stat(self._name, dir_fd=self._dir_fd, follow_symlinks=False)
         except PermissionError:
             # After -u USER the directory may be closed to us: the open file
             # is all we have, and nobody without root could replace it there.

@@ -87,6 +87,8 @@ class PerVmDiskPublisher:
         self._dir_id: os.stat_result | None = None
         #: Why the path no longer names the open directory, while it does not.
         self._dir_problem: str | None = None
+        #: The last time the directory was opened again, for status.
+        self._dir_note: str | None = None
 
     async def start(self) -> None:
         # Disks left by an earlier run are adopted, so that they are removed
@@ -151,6 +153,8 @@ class PerVmDiskPublisher:
         except PublishError as err:
             raise PublishError(f"{err}; the disks stay in the directory opened before") from None
         log.info("per-VM disk directory %s opened again; its disks are re-created", self.directory)
+        self._dir_note = (f"per-VM disk directory {self.directory} {what} at "
+                          f"{time.strftime('%Y-%m-%d %H:%M:%S')}; opened again, its disks re-created")
         self._dir_problem = None
 
     def publish(self, rendered: Rendered, snapshot: Snapshot) -> None:
@@ -214,7 +218,8 @@ class PerVmDiskPublisher:
                 for uuid, used in sorted(self._used.items())
             ),
             errors=self._errors,
-            notes=tuple(d.recreated_note for d in self._disks.values() if d.recreated_note),
+            notes=(((self._dir_note,) if self._dir_note else ())
+                   + tuple(d.recreated_note for d in self._disks.values() if d.recreated_note)),
         )
 
 
