@@ -143,6 +143,8 @@ class PerVmDiskPublisher:
                 self._dir_problem = None
                 return
             what = "was replaced"
+        except PermissionError:
+            return  # after -u USER a parent may be closed to us: keep what we hold
         except OSError:
             what = "was removed"
         if self._dir_problem is None:
@@ -197,6 +199,9 @@ class PerVmDiskPublisher:
             if disk is not None:
                 disk.close()
             path = self.directory / uuid
+            if not _UUID.match(uuid):  # never a name with a slash or "..": it would not stay inside
+                del self._seen[uuid]
+                continue
             try:
                 # Relative to the directory opened at start: never followed.
                 if not stat.S_ISDIR(os.stat(uuid, dir_fd=self._dir_fd, follow_symlinks=False).st_mode):
