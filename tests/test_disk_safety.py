@@ -540,7 +540,8 @@ def test_publish_errors_are_logged_once_then_summarised(caplog):
     assert lines[0] == ("ERROR", "metrics disk /d: the document needs 2000 bytes")
     assert [level for level, _ in lines] == ["ERROR", "ERROR", "INFO"]
     assert lines[1][1].startswith("still failing, 121 updates in 600 s:")
-    assert lines[2][1] == "publishing works again after 240 failed update(s) in 1200 s"
+    assert lines[2][1] == ("publishing works again after 240 failed update(s) in 1200 s: "
+                           "metrics disk /d: the document needs 3195 bytes")
 
 
 # --- the busy flag while a write is under way -------------------------------------------------

@@ -40,7 +40,7 @@ class PublishErrorLog:
     def __init__(self, remind: float = REMIND, clock: Callable[[], float] = time.monotonic):
         self.remind = remind
         self.clock = clock
-        #: key -> [first seen, updates seen, last logged]
+        #: key -> [first seen, updates seen, last logged, last text]
         self._active: dict[str, list] = {}
 
     @staticmethod
@@ -56,16 +56,17 @@ class PublishErrorLog:
             seen = self._active.get(key)
             if seen is None:
                 log.error("%s", line)
-                self._active[key] = [now, 1, now]
+                self._active[key] = [now, 1, now, line]
                 continue
             seen[1] += 1
+            seen[3] = line
             if now - seen[2] >= self.remind:
                 log.error("still failing, %d updates in %.0f s: %s", seen[1], now - seen[0], line)
                 seen[2] = now
         for key in [k for k in self._active if k not in current]:
-            first, count, _ = self._active.pop(key)
-            log.info("publishing works again after %d failed update(s) in %.0f s",
-                     count, now - first)
+            first, count, _, line = self._active.pop(key)
+            log.info("publishing works again after %d failed update(s) in %.0f s: %s",
+                     count, now - first, line)
 
 
 class DiskPublisher:
