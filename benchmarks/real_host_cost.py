@@ -61,13 +61,13 @@ from e2e import libvirtd as session  # noqa: E402
 MONITOR_SEND = b"QEMU_MONITOR_SEND_MSG"
 
 
-def domain_xml(name: str) -> str:
+def domain_xml(name: str, memory_mib: int = 32, vcpus: int = 1) -> str:
     """The smallest domain that still looks like a host's: default devices (a
     virtio balloon among them), no disk, no display."""
     return f"""<domain type='qemu'>
   <name>{name}</name>
-  <memory unit='MiB'>32</memory>
-  <vcpu>1</vcpu>
+  <memory unit='MiB'>{memory_mib}</memory>
+  <vcpu>{vcpus}</vcpu>
   <os><type arch='x86_64' machine='pc'>hvm</type></os>
   <devices>
     <controller type='usb' model='none'/>
@@ -92,18 +92,50 @@ def task_cpu_ns(pid: int) -> int:
     return total
 
 
-class Host:
-    """The private libvirtd, its QEMU processes, and their CPU clocks."""
+class Clocks:
+    """CPU clocks of a session libvirtd and its QEMU processes, and its monitor messages."""
 
-    def __init__(self, top: Path):
-        account = session.unprivileged_account()
-        self.top = top
-        top.chmod(0o755)
-        self.daemon = session.SessionLibvirtd(top, account, log_filters="1:qemu.qemu_monitor")
-        self.conn: libvirt.virConnect | None = None
-        self.domains = 0
+    def __init__(self, daemon: session.SessionLibvirtd, libvirtd_pid: int):
+        self.daemon = daemon
+        self.libvirtd_pid = libvirtd_pid
+        self.qemu = daemon.qemu_pids()
         self._log_offset = 0
         self._messages = 0
+
+    def read(self) -> tuple[int, int, int]:
+        """(libvirtd ns, all QEMU ns, monitor messages so far)."""
+        return (task_cpu_ns(self.libvirtd_pid), sum(task_cpu_ns(p) for p in self.qemu),
+                self.monitor_messages())
+
+    def monitor_messages(self) -> int:
+        """Monitor messages in libvirtd's log so far (read on from where the last look ended)."""
+        try:
+            with open(self.daemon.log, "rb") as f:
+                f.seek(self._log_offset)
+                data = f.read()
+        except OSError:
+            return self._messages
+        end = data.rfind(b"\n") + 1  # a line still being written is counted next time
+        self._messages += data[:end].count(MONITOR_SEND)
+        self._log_offset += end
+        return self._messages
+
+
+def _daemon(top: Path) -> session.SessionLibvirtd:
+    return session.SessionLibvirtd(top, session.unprivileged_account(),
+                                   log_filters="1:qemu.qemu_monitor")
+
+
+class Host:
+    """The private libvirtd and its domains."""
+
+    def __init__(self, top: Path):
+        self.top = top
+        top.chmod(0o755)
+        self.daemon = _daemon(top)
+        self.conn: libvirt.virConnect | None = None
+        self.domains = 0
+        self.clocks: Clocks | None = None
 
     def start(self) -> None:
         self.daemon.start()
@@ -121,25 +153,7 @@ class Host:
         with ThreadPoolExecutor(workers) as pool:
             list(pool.map(start, range(self.domains, n)))
         self.domains = n
-        self.qemu = self.daemon.qemu_pids()
-
-    def clocks(self) -> tuple[int, int, int]:
-        """(libvirtd ns, all QEMU ns, monitor messages so far)."""
-        return (task_cpu_ns(self.libvirtd_pid), sum(task_cpu_ns(p) for p in self.qemu),
-                self.monitor_messages())
-
-    def monitor_messages(self) -> int:
-        """Monitor messages in libvirtd's log so far (read on from where the last look ended)."""
-        try:
-            with open(self.daemon.log, "rb") as f:
-                f.seek(self._log_offset)
-                data = f.read()
-        except OSError:
-            return self._messages
-        end = data.rfind(b"\n") + 1  # a line still being written is counted next time
-        self._messages += data[:end].count(MONITOR_SEND)
-        self._log_offset += end
-        return self._messages
+        self.clocks = Clocks(self.daemon, self.libvirtd_pid)
 
     def versions(self) -> str:
         lib = self.conn.getLibVersion()
@@ -159,15 +173,15 @@ class Host:
         self.daemon.stop()
 
 
-def measured(host: Host, run: Callable[[], object], repeat: int, warmup: int) -> dict:
+def measured(clocks: Clocks, run: Callable[[], object], repeat: int, warmup: int) -> dict:
     """Median and range of each figure over *repeat* runs of *run* (after *warmup*)."""
     rows = []
     for i in range(warmup + repeat):
-        lv0, qe0, mon0 = host.clocks()
+        lv0, qe0, mon0 = clocks.read()
         wall, ours = time.perf_counter_ns(), time.process_time_ns()
         run()
         ours, wall = time.process_time_ns() - ours, time.perf_counter_ns() - wall
-        lv1, qe1, mon1 = host.clocks()
+        lv1, qe1, mon1 = clocks.read()
         if i >= warmup:
             rows.append({"wall": wall / 1e6, "ours": ours / 1e6, "libvirtd": (lv1 - lv0) / 1e6,
                          "qemu": (qe1 - qe0) / 1e6, "monitor": mon1 - mon0})
@@ -241,6 +255,74 @@ def candidates(conn: libvirt.virConnect) -> dict[str, Callable[[], object]]:
     }
 
 
+def calls_worker(top: Path, libvirtd_pid: int, events: bool, updates: int, warmup: int) -> None:
+    """In a fresh process: measure each candidate call, print one JSON line per call.
+
+    With *events*, libvirt's default event loop runs on a thread and the
+    connection has a lifecycle callback, as in the daemon: every call from
+    another thread then wakes that loop twice (libvirt stops and restarts
+    watching the socket around each call).
+    """
+    import json
+
+    daemon = _daemon(top)
+    if events:
+        libvirt.virEventRegisterDefaultImpl()
+        threading.Thread(target=lambda: [libvirt.virEventRunDefaultImpl() for _ in iter(int, 1)],
+                         daemon=True).start()
+    conn = libvirt.openReadOnly(daemon.uri)
+    if events:
+        conn.domainEventRegisterAny(None, libvirt.VIR_DOMAIN_EVENT_ID_LIFECYCLE,
+                                    lambda *_: None, None)
+    clocks = Clocks(daemon, libvirtd_pid)
+    clocks.monitor_messages()
+    calls = candidates(conn)
+    if events:
+        calls["info() per domain, on the event loop's thread"] = _on_event_thread(calls["info() per domain"])
+    for name, call in calls.items():
+        if events and not name.startswith("info()"):
+            continue
+        figures = measured(clocks, call, updates, warmup)
+        if events and "event loop" not in name:
+            name += ", event loop running"
+        print(json.dumps([name, figures]), flush=True)
+    conn.close()
+
+
+def _on_event_thread(call: Callable[[], object]) -> Callable[[], object]:
+    """*call* run by a timer of libvirt's event loop, on its thread, waited for."""
+    done = threading.Event()
+
+    def fire(timer: int, _opaque) -> None:
+        libvirt.virEventUpdateTimeout(timer, -1)
+        call()
+        done.set()
+
+    timer = libvirt.virEventAddTimeout(-1, fire, None)
+
+    def run() -> None:
+        done.clear()
+        libvirt.virEventUpdateTimeout(timer, 0)
+        done.wait()
+
+    return run
+
+
+def measure_calls(host: Host, events: bool, updates: int, warmup: int):
+    """Each candidate call's figures, measured in a fresh process (see calls_worker)."""
+    import json
+
+    command = [sys.executable, __file__, "--calls-worker", str(host.top), str(host.libvirtd_pid),
+               "--updates", str(updates), "--warmup", str(warmup)]
+    with subprocess.Popen(command + (["--events"] if events else []), stdout=subprocess.PIPE,
+                          text=True) as child:
+        for line in child.stdout:
+            name, figures = json.loads(line)
+            yield name, {k: tuple(v) for k, v in figures.items()}
+    if child.returncode:
+        raise RuntimeError(f"the calls worker failed with status {child.returncode}")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--vms", default="10,100,300", help="domain counts (default 10,100,300)")
@@ -251,7 +333,13 @@ def main() -> int:
     parser.add_argument("--no-calls", action="store_true", help="leave out the candidate calls")
     parser.add_argument("--idle", type=float, default=1.0,
                         help="seconds to measure the idle CPU of libvirtd and QEMU (default 1)")
+    parser.add_argument("--calls-worker", nargs=2, help=argparse.SUPPRESS)
+    parser.add_argument("--events", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.calls_worker:
+        calls_worker(Path(args.calls_worker[0]), int(args.calls_worker[1]), args.events,
+                     args.updates, args.warmup)
+        return 0
     if not shutil.which("libvirtd") or not shutil.which("qemu-system-x86_64"):
         print("needs libvirtd and qemu-system-x86_64 on PATH", file=sys.stderr)
         return 2
@@ -273,14 +361,14 @@ def main() -> int:
             print(f"{n} domains running (paused); started in {time.monotonic() - clock:.1f} s",
                   flush=True)
             time.sleep(1.0)
-            lv0, qe0, _ = host.clocks()
+            lv0, qe0, _ = host.clocks.read()
             time.sleep(args.idle)
-            lv1, qe1, _ = host.clocks()
+            lv1, qe1, _ = host.clocks.read()
             print(f"idle: libvirtd {(lv1 - lv0) / 1e6 / args.idle:.2f} ms/s, "
                   f"QEMU {(qe1 - qe0) / 1e6 / args.idle:.2f} ms/s", flush=True)
             if update is None:
                 update = Update(host.daemon.uri, args.config, top)
-            figures = measured(host, update, args.updates, args.warmup)
+            figures = measured(host.clocks, update, args.updates, args.warmup)
             report = update.report
             assert report.vms == n, f"update saw {report.vms} VMs, {n} run: {report.problems[:3]}"
             if report.problems:
@@ -289,13 +377,10 @@ def main() -> int:
                          else f"update ({args.config.name})", figures))
             print(_row(*rows[-1]), flush=True)
             if not args.no_calls:
-                conn = libvirt.openReadOnly(host.daemon.uri)
-                try:
-                    for name, call in candidates(conn).items():
-                        rows.append((n, name, measured(host, call, args.updates, args.warmup)))
+                for events in (False, True):
+                    for name, figures in measure_calls(host, events, args.updates, args.warmup):
+                        rows.append((n, name, figures))
                         print(_row(*rows[-1]), flush=True)
-                finally:
-                    conn.close()
         if update is not None:
             update.close()
     finally:
