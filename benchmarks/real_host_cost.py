@@ -278,7 +278,10 @@ def calls_worker(top: Path, libvirtd_pid: int, events: bool, updates: int, warmu
     clocks.monitor_messages()
     calls = candidates(conn)
     if events:
-        calls["info() per domain, on the event loop's thread"] = _on_event_thread(calls["info() per domain"])
+        calls["info() per domain, on the event loop's thread"] = _on_event_thread(
+            calls["info() per domain"])
+        calls["info() per domain, 4 threads started on the event loop's thread"] = (
+            _on_event_thread(calls["info() per domain, 4 threads"]))
     for name, call in calls.items():
         if events and not name.startswith("info()"):
             continue

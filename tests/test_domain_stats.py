@@ -255,3 +255,15 @@ def test_a_hung_libvirt_call_is_given_up_and_later_calls_fail_fast_until_it_retu
     finally:
         released.set()
         virt.close()
+
+
+def test_calls_run_on_the_event_loops_thread(tmp_path):
+    # There libvirt's stop-and-restart of watching the socket around a call
+    # needs no wake-up of the loop (docs/performance.md).
+    virt = Libvirt(write_node(tmp_path, 1))
+    try:
+        name = asyncio.run(virt.call(lambda _conn: threading.current_thread().name))
+        assert name == "libvirt-events"
+        assert len(fetch(virt).samples) == 1
+    finally:
+        virt.close()
