@@ -141,3 +141,23 @@ def test_a_builtin_that_needs_the_balloon_group_asks_qemu_once_per_update(host):
     sent = host.monitor_messages()
     host.update(ROOT / "conf" / "vhostmd.conf")
     assert host.monitor_messages() == sent
+
+
+def test_the_real_host_benchmark_runs(host_ready):
+    """The command in docs/performance.md works (a short run; its figures are not checked)."""
+    import subprocess
+    import sys
+
+    run = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "real_host_cost.py"), "--vms", "2",
+         "--updates", "1", "--warmup", "0", "--idle", "0.1"],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    table = run.stdout[run.stdout.rindex("| VMs |"):]
+    rows = {line.split("|")[2].strip(): line for line in table.splitlines()[2:]}
+    assert rows["update (shipped config)"].rstrip().endswith("| 0 | 0 |")  # QEMU CPU, commands
+    assert "info() per domain, on the event loop's thread" in rows
+    # The balloon group does ask QEMU (and its first call also finds the balloons).
+    assert int(rows["bulk stats: state, balloon"].split("|")[-2]) >= 4
+    assert "teardown" in run.stdout
