@@ -45,7 +45,7 @@ class ConfigError(Exception):
         super().__init__(f"{where}: {message}")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class Variable:
     """One value of a ``group`` metric."""
 
@@ -54,7 +54,7 @@ class Variable:
     unit: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class MetricDef:
     """One ``<metric>`` of the configuration."""
 
@@ -88,7 +88,7 @@ class MetricDef:
         return (Variable(self.name, self.type, self.unit),)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class DiskConfig:
     """The metrics disk (transport ``vbd``)."""
 
@@ -99,7 +99,7 @@ class DiskConfig:
     per_vm_dir: Path | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class VirtioConfig:
     """The virtio-serial channels (transport ``virtio``)."""
 
@@ -111,7 +111,7 @@ class VirtioConfig:
     rate_burst: int = DEFAULT_RATE_BURST
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class Config:
     """Everything the daemon takes from its configuration file."""
 

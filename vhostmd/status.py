@@ -38,7 +38,7 @@ STALE_PERIODS = 3
 EXIT_HEALTHY, EXIT_DEGRADED, EXIT_NOT_RUNNING, EXIT_UNKNOWN = 0, 1, 3, 4
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class DiskStatus:
     """One metrics disk: its size and how much the last document used."""
 
@@ -52,7 +52,7 @@ class DiskStatus:
         return self.used / self.size if self.size else 0.0
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class ChannelStatus:
     """The virtio channels, as counted by that transport."""
 
@@ -65,7 +65,7 @@ class ChannelStatus:
     notes: tuple[str, ...] = ()
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class TransportStatus:
     """What one publisher reports about itself."""
 
@@ -75,7 +75,7 @@ class TransportStatus:
     errors: tuple[str, ...] = ()
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class UpdateStatus:
     """The last update: when, how long, how much, and what went wrong."""
 
@@ -91,7 +91,7 @@ class UpdateStatus:
     publish_errors: tuple[str, ...] = ()
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class DaemonStatus:
     """Everything the state file holds."""
 
@@ -218,7 +218,7 @@ def process_alive(pid: int) -> bool:
 # --- the status command -------------------------------------------------------------
 
 
-@dataclass(slots=True)
+@dataclass
 class Verdict:
     """What ``status`` concluded, with its exit status."""
 

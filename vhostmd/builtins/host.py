@@ -10,7 +10,7 @@ from ..host_sources import HostSample, NotYetAvailable, SourceUnavailable
 MIB = 1024 * 1024
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class HostView:
     """What a host built-in sees: this update's sample and the previous one."""
 
