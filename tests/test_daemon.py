@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import grp
+import json
 import os
 import pwd
+import shutil
 import signal
 import subprocess
+import tempfile
 import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -196,6 +200,67 @@ def test_user_option_drops_root_after_opening_the_disk(tmp_path):
         assert disk.stat().st_uid == 0  # created as root, still written through the open fd
     finally:
         stop(proc)
+
+
+@pytest.fixture
+def service_user():
+    """A real user whose only supplementary group is a channel-socket group."""
+    suffix = f"{os.getpid() % 100000}"
+    user, group = f"vhmd-u{suffix}", f"vhmd-g{suffix}"
+    for tool in ("useradd", "groupadd"):
+        if subprocess.run(["sh", "-c", f"command -v {tool}"], stdout=subprocess.DEVNULL).returncode:
+            pytest.skip(f"no {tool} (package passwd)")
+    subprocess.run(["groupadd", group], check=True)
+    try:
+        subprocess.run(["useradd", "--no-create-home", "--user-group", "--groups", group,
+                        "--shell", "/usr/sbin/nologin", user], check=True)
+        try:
+            yield pwd.getpwnam(user), grp.getgrnam(group)
+        finally:
+            subprocess.run(["userdel", user], check=True)
+    finally:
+        subprocess.run(["groupdel", group], check=True)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="dropping privileges needs root")
+def test_user_option_keeps_the_users_supplementary_groups(tmp_path, service_user):
+    user, group = service_user
+    # What only members of the group may read, as a channel socket's directory
+    # is for libvirt's qemu group; its parent is open to all (tmp_path is not).
+    shared = Path(tempfile.mkdtemp(prefix="vhostmd-groups-"))
+    try:
+        shared.chmod(0o755)
+        secret = shared / "for-the-group"
+        secret.write_text("42\n")
+        os.chown(secret, 0, group.gr_gid)
+        secret.chmod(0o640)
+        disk = tmp_path / "vhostmd0"
+        conf = write_conf(tmp_path / "c.conf", disk, metric("Secret", f"cat {secret}", "uint32"))
+        proc = start_vhostmd("-f", str(conf), "-c", "test:///default", "-u", user.pw_name)
+        try:
+            wait_for(lambda: names_on_disk(disk) == ["Secret"])
+            status = Path(f"/proc/{proc.pid}/status").read_text()
+            fields = dict(line.split(":", 1) for line in status.splitlines())
+            assert fields["Uid"].split() == [str(user.pw_uid)] * 4
+            assert fields["Gid"].split() == [str(user.pw_gid)] * 4
+            # Its own groups: primary and the channel group, none of root's.
+            assert sorted(map(int, fields["Groups"].split())) == sorted({user.pw_gid, group.gr_gid})
+            values = [m.findtext("value") for m in ET.fromstring(disk_document(disk))]
+            assert values == ["42"]
+        finally:
+            stop(proc)
+    finally:
+        shutil.rmtree(shared)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="dropping privileges needs root")
+def test_user_option_refuses_a_member_of_group_0(tmp_path, service_user):
+    user, _ = service_user
+    subprocess.run(["usermod", "--append", "--groups", "root", user.pw_name], check=True)
+    conf = write_conf(tmp_path / "c.conf", tmp_path / "vhostmd0", metric("A", "echo a"))
+    result = vhostmd("--once", "-f", str(conf), "-u", user.pw_name)
+    assert result.returncode == 1
+    assert "member of group 0" in result.stderr
 
 
 def test_user_option_refuses_root(tmp_path):
