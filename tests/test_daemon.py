@@ -181,6 +181,42 @@ def test_daemon_mode_detaches_and_writes_its_pid(tmp_path):
     wait_for(lambda: not pid_file.exists(), timeout=10)
 
 
+def test_relative_paths_hold_after_detaching(tmp_path):
+    """-f, -p and --status-file relative to where vhostmd was started, not to /."""
+    disk = tmp_path / "vhostmd0"
+    conf = write_conf(tmp_path / "c.conf", disk, metric("A", "echo a"), period=1)
+    # Names no real file in / has: where they would land if taken relative to /.
+    pid_name, state_name = "run/vhostmd-relative-test.pid", "run/vhostmd-relative-test.json"
+    pid_file, state = tmp_path / pid_name, tmp_path / state_name
+    pid_file.parent.mkdir()
+    result = vhostmd("-f", "c.conf", "-c", "test:///default", "-p", pid_name,
+                     "--status-file", state_name, cwd=tmp_path, timeout=20)
+    assert result.returncode == 0, result.stderr
+    try:
+        pid = int(wait_for(lambda: pid_file.exists() and pid_file.read_text().strip()))
+    except AssertionError:
+        stray = Path("/", pid_name)
+        if stray.exists():  # the pid file went to /: stop that daemon
+            stray_pid = int(stray.read_text())
+            os.kill(stray_pid, signal.SIGTERM)
+            wait_for(lambda: not process_alive(stray_pid), timeout=10)
+        raise
+    finally:
+        Path("/", state_name).unlink(missing_ok=True)
+    try:
+        assert os.readlink(f"/proc/{pid}/cwd") == "/"
+        wait_for(lambda: names_on_disk(disk) == ["A"])
+        wait_for(lambda: state.exists() and json.loads(state.read_text())["pid"] == pid)
+        write_conf(conf, disk, metric("A", "echo a") + metric("B", "echo b"), period=1)
+        os.kill(pid, signal.SIGHUP)
+        wait_for(lambda: names_on_disk(disk) == ["A", "B"])
+        assert process_alive(pid)
+    finally:
+        os.kill(pid, signal.SIGTERM)
+    wait_for(lambda: not pid_file.exists(), timeout=10)
+    assert not Path("/", pid_name).exists() and not Path("/", state_name).exists()
+
+
 @pytest.mark.skipif(os.geteuid() != 0, reason="dropping privileges needs root")
 def test_user_option_drops_root_after_opening_the_disk(tmp_path):
     try:

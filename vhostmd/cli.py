@@ -113,6 +113,11 @@ def main(argv: list[str] | None = None) -> int:
     if argv and argv[0] in SUBCOMMANDS:
         return SUBCOMMANDS[argv[0]](argv[1:])
     args = build_parser().parse_args(argv)
+    # Absolute from the start: a detached daemon runs in /, and a reload
+    # reopens the configuration by this path.
+    for name in ("config", "pid_file", "status_file"):
+        if getattr(args, name) is not None:
+            setattr(args, name, Path(os.path.abspath(getattr(args, name))))
     foreground = args.no_daemonize or args.once or args.check
     system.setup_logging(foreground=True, verbose=args.verbose)
     try:
