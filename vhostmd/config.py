@@ -44,7 +44,7 @@ class ConfigError(Exception):
         super().__init__(f"{where}: {message}")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class Variable:
     """One value of a ``group`` metric."""
 
@@ -53,7 +53,7 @@ class Variable:
     unit: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class MetricDef:
     """One ``<metric>`` of the configuration."""
 
@@ -87,7 +87,7 @@ class MetricDef:
         return (Variable(self.name, self.type, self.unit),)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class DiskConfig:
     """The metrics disk (transport ``vbd``)."""
 
@@ -98,7 +98,7 @@ class DiskConfig:
     per_vm_dir: Path | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class VirtioConfig:
     """The virtio-serial channels (transport ``virtio``)."""
 
@@ -110,7 +110,7 @@ class VirtioConfig:
     rate_burst: int = DEFAULT_RATE_BURST
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class Config:
     """Everything the daemon takes from its configuration file."""
 

@@ -114,7 +114,7 @@ class VirtError(Exception):
     """libvirt could not be reached or could not answer."""
 
 
-@dataclass(slots=True)
+@dataclass
 class Fetched:
     """One update's data from libvirt."""
 
