@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import os
 import shutil
 import signal
@@ -257,3 +258,13 @@ async def test_virtio_counters_from_a_guest(tmp_path):
 
 async def loop_communicate(proc) -> None:
     await asyncio.get_running_loop().run_in_executor(None, proc.communicate, None, 10)
+
+
+def test_the_documented_metrics_are_the_exposition_s():
+    # Every name in the operations guide (table and alert rules) is one the
+    # daemon writes, and every family it writes is documented.
+    text = (Path(__file__).resolve().parents[1] / "docs" / "operations.md").read_text()
+    text = text[text.index("### Prometheus"):text.index("### Icinga")]
+    documented = set(re.findall(r"\b(vhostmd_[a-z_]+)\b", text))
+    written = {n + "_total" if t == "counter" else n for n, t in FAMILIES.items()}
+    assert documented == written
