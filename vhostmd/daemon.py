@@ -15,7 +15,7 @@ from . import config as config_mod, exposition
 from .collect.virt import Libvirt
 from .config import Config, ConfigError
 from .pipeline import Pipeline, UpdateReport
-from .publish import Publisher, TransportError
+from .publish import Publisher, PublishErrorLog, TransportError
 from .sdnotify import Notifier
 from .state import DaemonStatus, StatusFile, UpdateStatus, summary
 from .textfile import PrometheusFile
@@ -71,6 +71,7 @@ class Daemon:
         #: time.monotonic() when the update in progress started; None between updates.
         self.update_started: float | None = None
         self._problems = ProblemLog()
+        self._publish_errors = PublishErrorLog()
         self._stop = asyncio.Event()
         self._reload = asyncio.Event()
         self._wake = asyncio.Event()
@@ -90,7 +91,8 @@ class Daemon:
     async def update(self) -> UpdateReport:
         """Run one update now and log what went wrong."""
         report = await self.pipeline.update()
-        self._problems.update(report.problems + report.publish_errors)
+        self._problems.update(report.problems)
+        self._publish_errors.update(report.publish_errors)
         self.last_report = report
         self.updates += 1
         if not report.published:

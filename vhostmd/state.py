@@ -71,6 +71,8 @@ class TransportStatus:
     disks: tuple[DiskStatus, ...] = ()
     channels: ChannelStatus | None = None
     errors: tuple[str, ...] = ()
+    #: Events an admin should know of that are not errors now (a disk re-created).
+    notes: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,6 +128,7 @@ class DaemonStatus:
                     channels=_build(ChannelStatus, t["channels"], notes=tuple(t["channels"].get("notes", ())))
                     if t.get("channels") else None,
                     errors=tuple(t.get("errors", ())),
+                    notes=tuple(t.get("notes", ())),
                 )
                 for t in data.get("transports", ())
             )
