@@ -18,6 +18,7 @@ from .pidfile import DEFAULT_PID_FILE, PidFile, PidFileError
 from .publish import Publisher, TransportError
 from .sdnotify import Notifier
 from .state import StatusFile
+from .textfile import PrometheusFile
 
 log = logging.getLogger("vhostmd")
 
@@ -59,6 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--status-file", metavar="FILE", type=Path,
                         help=f"state file for 'vhostmd status' (default {status_mod.DEFAULT_STATUS_FILE} "
                              "when run as root)")
+    parser.add_argument("--prometheus-file", metavar="FILE", type=Path,
+                        help="after every update, replace FILE (atomically) with the daemon's health "
+                             "in Prometheus text format, for node_exporter's textfile collector")
     parser.add_argument("--once", action="store_true",
                         help="run one update, publish it and exit (status 1 if it was not published)")
     parser.add_argument("--check", action="store_true",
@@ -101,7 +105,15 @@ def _status(argv: list[str]) -> int:
     return status.main(argv)
 
 
+def _check(argv: list[str]) -> int:
+    """monitoring plugin (Nagios, Icinga): OK, WARNING, CRITICAL or UNKNOWN, with perfdata"""
+    from .commands import check
+
+    return check.main(argv)
+
+
 SUBCOMMANDS = {"status": _status, "attach": _attach, "detach": _detach}
+SUBCOMMANDS["check"] = _check
 
 #: What --help says of a command; one without an entry here is described by
 #: the first line of its function's docstring.
@@ -211,11 +223,11 @@ def _uid(user: str | None) -> int | None:
 
 async def _run(config: Config, args, virt: Libvirt, publishers: list[Publisher],
                status_file: StatusFile | None) -> int:
-    daemon = Daemon(config, args.config, virt, publishers, status_file, Notifier.from_environment())
+    daemon = Daemon(config, args.config, virt, publishers, status_file, Notifier.from_environment(),
+                    PrometheusFile(args.prometheus_file.absolute()) if args.prometheus_file else None)
     if args.once:
         report = await daemon.run_once()
-        if status_file is not None:
-            status_file.write(daemon.status(running=False))
+        daemon.write_state(daemon.status(running=False))
         return EXIT_OK if report.published else EXIT_FAILURE
     log.info("vhostmd %s started (pid %d), update period %d s",
              __version__, os.getpid(), config.update_period)
