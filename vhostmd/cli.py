@@ -87,20 +87,9 @@ def describe(config: Config) -> str:
     return "\n".join(lines)
 
 
-def _attach(argv: list[str]) -> int:
-    from .commands import attach  # imported on use: the daemon never needs it
-
-    return attach.main_attach(argv)
-
-
-def _detach(argv: list[str]) -> int:
-    from .commands import attach
-
-    return attach.main_detach(argv)
-
-
 def _status(argv: list[str]) -> int:
-    from .commands import status
+    """the daemon's state: last update, failed metrics, disk fill, channels"""
+    from .commands import status  # imported on use: the daemon never needs it
 
     return status.main(argv)
 
@@ -112,16 +101,22 @@ def _check(argv: list[str]) -> int:
     return check.main(argv)
 
 
-SUBCOMMANDS = {"status": _status, "attach": _attach, "detach": _detach}
-SUBCOMMANDS["check"] = _check
+def _attach(argv: list[str]) -> int:
+    """give a VM the metrics disk and the virtio channel"""
+    from .commands import attach
 
-#: What --help says of a command; one without an entry here is described by
-#: the first line of its function's docstring.
-COMMAND_SUMMARIES = {
-    "status": "the daemon's state: last update, failed metrics, disk fill, channels",
-    "attach": "give a VM the metrics disk and the virtio channel",
-    "detach": "take them away from a VM again",
-}
+    return attach.main_attach(argv)
+
+
+def _detach(argv: list[str]) -> int:
+    """take them away from a VM again"""
+    from .commands import attach
+
+    return attach.main_detach(argv)
+
+
+#: The commands; --help describes each by the first line of its docstring.
+SUBCOMMANDS = {"status": _status, "check": _check, "attach": _attach, "detach": _detach}
 
 
 def commands_help() -> str:
@@ -129,7 +124,7 @@ def commands_help() -> str:
     lines = ["commands (a first argument naming one selects it; COMMAND --help for its options):"]
     width = max(map(len, SUBCOMMANDS))
     for name, run in SUBCOMMANDS.items():
-        summary = COMMAND_SUMMARIES.get(name) or (run.__doc__ or "").strip().split("\n")[0]
+        summary = (run.__doc__ or "").strip().split("\n")[0]
         lines.append(f"  {name:<{width}}  {summary}".rstrip())
     return "\n".join(lines)
 
