@@ -7,11 +7,11 @@ snapshot)`` (raising PublishError when it cannot), ``async start()``,
 
 from __future__ import annotations
 
-from .disk import DiskError, MetricsDisk
-from .disk_format import HEADER_SIZE
-from .model import Snapshot
-from .render import Rendered
-from .status import DiskStatus, TransportStatus
+from ..disk import DiskError, MetricsDisk
+from ..disk_format import HEADER_SIZE
+from ..model import Snapshot
+from ..render import Rendered
+from ..status import DiskStatus, TransportStatus
 
 
 class PublishError(Exception):
