@@ -198,6 +198,7 @@ class Xenstored(Tools):
             "perms-activate = true\n"
             f"xenstored-log-file = {self.directory / 'oxenstored.log'}\n"
             f"access-log-file = {self.access_log}\n"
+            "access-log-read-ops = true\n"
         )
 
     def start(self, timeout: float = 20.0) -> None:

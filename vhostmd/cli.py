@@ -16,6 +16,7 @@ from .daemon import Daemon
 from .disk import DiskError
 from .pidfile import DEFAULT_PID_FILE, PidFile, PidFileError
 from .pipeline import open_disk
+from .publish.xenstore import publisher as xenstore_publisher
 from .sdnotify import Notifier
 from .status import StatusFile
 from .virt import Libvirt
@@ -80,6 +81,8 @@ def describe(config: Config) -> str:
             f"virtio: channels under {v.channel_path}, at most {v.max_channels}, "
             f"expire after {v.expiration_time} s, {v.rate_limit:g} requests/s (burst {v.rate_burst})"
         )
+    if "xenstore" in config.transports:
+        lines.append(xenstore_publisher.describe(config))
     for context in ("host", "vm"):
         defs = [m for m in config.metrics if m.context == context]
         lines.append(f"{context} metrics ({len(defs)}):")
@@ -88,6 +91,8 @@ def describe(config: Config) -> str:
             names = ", ".join(v.name for v in m.outputs()) or "(elements printed by the action)"
             lines.append(f"  {m.name} [{m.type}] {source}: {names}")
     lines.extend(f"warning: {w}" for w in config.warnings)
+    if "xenstore" in config.transports and xenstore_publisher.over_limit(config):
+        lines.append(f"warning: {xenstore_publisher.OVER_LIMIT}")
     return "\n".join(lines)
 
 
@@ -127,6 +132,8 @@ def main(argv: list[str] | None = None) -> int:
         log.warning("%s", warning)
     if "vbd" in config.transports and config.disk.per_vm_dir is None:
         log.info("metrics disk %s %s", config.disk.path, capacity.estimate(config).describe())
+    if "xenstore" in config.transports and xenstore_publisher.over_limit(config):
+        log.warning("%s: %s", xenstore_publisher.describe(config), xenstore_publisher.OVER_LIMIT)
 
     try:
         disk = open_disk(config)

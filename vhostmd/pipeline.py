@@ -15,6 +15,7 @@ from .config import Config
 from .disk import MetricsDisk
 from .per_vm_disks import PerVmDiskPublisher, open_per_vm_disks
 from .publish import DiskPublisher, PublishError
+from .publish.xenstore.publisher import open_xenstore
 from .render import Rendered, Renderer
 from .status import TransportStatus
 from .virt import Libvirt
@@ -75,6 +76,9 @@ class Pipeline:
         self.virtio = virtio
         if virtio is not None:
             self.publishers.append(virtio)
+        xenstore = open_xenstore(config)
+        if xenstore is not None:
+            self.publishers.append(xenstore)
         self.rendered: Rendered | None = None
 
     async def start(self) -> None:
