@@ -134,6 +134,9 @@ def main(argv: list[str] | None = None) -> int:
         log.info("metrics disk %s %s", config.disk.path, capacity.estimate(config).describe())
     if "xenstore" in config.transports and xenstore_publisher.over_limit(config):
         log.warning("%s: %s", xenstore_publisher.describe(config), xenstore_publisher.OVER_LIMIT)
+    if "xenstore" in config.transports and args.user:
+        log.warning("xenstore transport with -u %s: xenstored's socket is normally root's only, "
+                    "so the daemon, running as %s, cannot connect to it", args.user, args.user)
 
     try:
         disk = open_disk(config)

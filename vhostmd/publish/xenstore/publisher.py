@@ -34,7 +34,7 @@ from ...render import Rendered
 from ...status import DiskStatus, TransportStatus
 from .. import PublishError
 from .client import Client, ConnectionLost
-from .wire import Access, Op, Perms, XenstoreError
+from .wire import Access, Op, Perms, ProtocolError, XenstoreError
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +96,8 @@ class XenstorePublisher:
         self._lost = False
         self._used: dict[str, int] = {}
         self._errors: tuple[str, ...] = ()
+        #: The per-VM problems of the last update, already logged.
+        self._logged: set[str] = set()
 
     async def start(self) -> None:
         try:
@@ -124,15 +126,30 @@ class XenstorePublisher:
                     errors.append(str(why))
                 except XenstoreError as err:
                     errors.append(self._refusal(domain, err))
+                except ProtocolError as err:  # e.g. an id that is not a Xen domid
+                    errors.append(f"xenstore: VM {domain.name} (id {domain.id}): {err}")
         except ConnectionLost as err:
             self._connection_lost()
-            errors.append(f"xenstore: {err}; retrying at the next update")
+            lost = f"xenstore: {err}; retrying at the next update"
+        else:
+            lost = None
         if snapshot.vms_known:
             self._forget({d.id for d in rendered.domains.values()}, set(rendered.domains))
         self._used = used
-        self._errors = tuple(errors)
+        # Each VM's problem is logged when it appears, not every update; the
+        # update's error is a summary, so that hundreds of VMs over the
+        # limit make one line there.
+        for line in errors:
+            if line not in self._logged:
+                log.warning("%s", line)
+        self._logged = set(errors)
+        self._errors = tuple(errors) + ((lost,) if lost else ())
+        summary = [lost] if lost else []
         if errors:
-            raise PublishError("; ".join(errors))
+            count = "1 VM document" if len(errors) == 1 else f"{len(errors)} VM documents"
+            summary.insert(0, f"xenstore: {count} not written (see the log or 'vhostmd status')")
+        if summary:
+            raise PublishError("; ".join(summary))
 
     def status(self) -> TransportStatus:
         return TransportStatus(
