@@ -205,3 +205,13 @@ def test_a_lost_xenstored_is_retried_at_the_next_update(xenstored, caplog):
     assert xenstored.perms("/local/domain/1/metrics") == "n0,r1"
     assert any("connected to xenstored at" in r.getMessage() and "again" in r.getMessage()
                for r in caplog.records)
+
+
+def test_domain_0_is_written_like_any_domain(xenstored):
+    # libvirt's Xen driver lists Domain-0; xen-init-dom0 gives it a vm entry, owned n0.
+    dom0 = Domain(0, "Domain-0", "00000000-0000-0000-0000-000000000000")
+    xenstored.write("/local/domain/0/vm", f"/vm/{dom0.uuid}")
+    xenstored.chmod("/local/domain/0", "n0")
+    Publisher(xenstored).update(snapshot(dom0))
+    assert xenstored.perms("/local/domain/0/metrics") == "n0"
+    assert f"uuid='{dom0.uuid}'".encode() in xenstored.read("/local/domain/0/metrics")
