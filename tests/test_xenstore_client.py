@@ -135,3 +135,20 @@ def test_without_socket_or_device_the_error_names_the_socket(tmp_path):
     xs = Client(str(tmp_path / "missing"), timeout=0.5, device=str(tmp_path / "absent"))
     with pytest.raises(ConnectionLost, match=r"cannot connect to xenstored at .*missing"):
         xs.read("/a")
+
+
+def test_the_device_is_tried_only_without_XENSTORED_PATH(tmp_path, monkeypatch):
+    device = tmp_path / "xenbus"
+    device.write_bytes(b"")  # stands in for the device: it can be opened
+    monkeypatch.delenv("XENSTORED_PATH", raising=False)
+    monkeypatch.setenv("XENSTORED_RUNDIR", str(tmp_path))
+    fallback = Client(device=str(device))
+    fallback.connect()
+    assert fallback.connected_to == str(device)
+    fallback.close()
+    # A path that is set, by $XENSTORED_PATH or by the caller, is the only one.
+    monkeypatch.setenv("XENSTORED_PATH", str(tmp_path / "missing"))
+    with pytest.raises(ConnectionLost, match="cannot connect to xenstored at .*missing"):
+        Client(device=str(device)).connect()
+    with pytest.raises(ConnectionLost, match="cannot connect to xenstored at .*missing"):
+        Client(str(tmp_path / "missing"), device=str(device)).connect()

@@ -1,9 +1,10 @@
 """A small blocking xenstore client: one connection, one request at a time.
 
-xenstored is found as the Xen tools' own library finds it: ``$XENSTORED_PATH``,
-else ``$XENSTORED_RUNDIR/socket``, else ``/var/run/xenstored/socket``; when
-no socket can be connected, the kernel's ``/dev/xen/xenbus`` device (which
-carries the same messages). The device path is untested without a Xen host.
+xenstored is found as the Xen tools' own library finds it: ``$XENSTORED_PATH``
+(and nothing else when it is set), else ``$XENSTORED_RUNDIR/socket``, else
+``/var/run/xenstored/socket``; when no socket can be connected, the kernel's
+``/dev/xen/xenbus`` device (which carries the same messages). The device
+path is untested without a Xen host.
 
 Every request has a deadline: xenstored that stopped answering costs at most
 ``timeout`` seconds, after which the connection is closed and
@@ -95,7 +96,8 @@ class Client:
 
     def __init__(self, path: str | None = None, timeout: float = DEFAULT_TIMEOUT,
                  device: str = XENBUS_DEVICE):
-        #: The socket (or device) to use; None: :func:`socket_path` at connect time.
+        #: The socket (or device) to use, and only it; None: :func:`socket_path`
+        #: at connect time, then *device* unless $XENSTORED_PATH is set.
         self.path = path
         self.device = device
         self.timeout = timeout
@@ -116,6 +118,9 @@ class Client:
         if self._channel is not None:
             return
         path = self.path or socket_path()
+        # As the Xen tools: a path given (or $XENSTORED_PATH) is the only one
+        # tried, so that a test's xenstored never falls back to the host's.
+        fallback = self.path is None and not os.environ.get("XENSTORED_PATH")
         try:
             info = os.stat(path)
             if stat.S_ISCHR(info.st_mode):  # XENSTORED_PATH may name the device
@@ -125,7 +130,7 @@ class Client:
             return
         except OSError as err:
             reason = f"cannot connect to xenstored at {path}: {_why(err)}"
-        if os.path.exists(self.device):
+        if fallback and os.path.exists(self.device):
             try:
                 self._channel, self.connected_to = _Device(self.device), self.device
                 return
