@@ -68,7 +68,7 @@ def serve(channel_path: Path, channels: int, period: int) -> None:
     from vhostmd.config import VirtioConfig
     from vhostmd.model import Domain, Metric, Snapshot, VmMetrics
     from vhostmd.render import Renderer
-    from vhostmd.virtio_channels import VirtioServer
+    from vhostmd.publish.virtio.transport import VirtioTransport
 
     domains = [Domain(i, f"vm{i}", vm_uuid(i)) for i in range(1, channels + 1)]
 
@@ -103,14 +103,14 @@ def serve(channel_path: Path, channels: int, period: int) -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGTERM, stop.set)
-        server = VirtioServer(VirtioConfig(
+        server = VirtioTransport(VirtioConfig(
             channel_path=channel_path, max_channels=channels, expiration_time=max(15, 3 * period)))
         await server.start()
         renderer = Renderer()
         tick = 0
         while not stop.is_set():
             snap = snapshot(tick)
-            server.publish(renderer.render(snap), snap)
+            server.publish(renderer.render(snap))
             tick += 1
             try:
                 await asyncio.wait_for(stop.wait(), period)

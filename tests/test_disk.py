@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from support import config_xml, disk_document, metric, read_disk, signed_sum, vhostmd
-from vhostmd import disk_format
-from vhostmd.disk import DiskError, DiskFull, MetricsDisk
+from vhostmd.publish import disk_format
+from vhostmd.publish.disk import DiskError, DiskFull, MetricsDisk
 
 
 def once(tmp_path: Path, metrics: str, size: str = '<size unit="k">64</size>', disk: Path | None = None):

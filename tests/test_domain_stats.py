@@ -11,10 +11,10 @@ import libvirt
 import pytest
 
 from benchmarks.nodes import domain_uuid, write_node
-from vhostmd import domain_stats
-from vhostmd.domain_stats import DomainSample
+from vhostmd.collect import domain_stats
+from vhostmd.collect.domain_stats import DomainSample
 from vhostmd.model import Domain
-from vhostmd.virt import Libvirt
+from vhostmd.collect.virt import Libvirt
 
 GROUPS = frozenset({"cpu", "vcpu", "balloon"})
 DOMAIN = Domain(7, "web", "0f0e0d0c-0b0a-0908-0706-050403020100")
@@ -69,7 +69,7 @@ def test_bulk_stats_of_many_domains_with_info_fallback_logged_once(tmp_path, cap
     uri = write_node(tmp_path, 50)
     virt = Libvirt(uri)
     try:
-        with caplog.at_level(logging.INFO, logger="vhostmd.virt"):
+        with caplog.at_level(logging.INFO, logger="vhostmd.collect.virt"):
             first = fetch(virt, node=True)
             fetch(virt)
         assert [s.domain.id for s in first.samples] == list(range(1, 51))
@@ -144,7 +144,7 @@ def test_domain_list_alone_asks_only_for_state(tmp_path):
 
 
 def test_unreachable_libvirt_is_a_clear_error(tmp_path):
-    from vhostmd.virt import VirtError
+    from vhostmd.collect.virt import VirtError
 
     virt = Libvirt(f"test://{tmp_path}/missing.xml")
     try:
@@ -185,7 +185,7 @@ class _Handle:
 
 
 def test_info_alone_drops_domains_that_stopped_or_vanished():
-    from vhostmd.domain_events import Tracked
+    from vhostmd.collect.domain_events import Tracked
 
     gone = libvirt.libvirtError("no domain")
     gone.get_error_code = lambda: libvirt.VIR_ERR_NO_DOMAIN
@@ -207,7 +207,7 @@ def test_info_alone_drops_domains_that_stopped_or_vanished():
 
 
 def test_a_hung_libvirt_call_is_given_up_and_later_calls_fail_fast_until_it_returns(tmp_path):
-    from vhostmd.virt import VirtError
+    from vhostmd.collect.virt import VirtError
 
     virt = Libvirt(write_node(tmp_path, 2), timeout=0.3)
     released = threading.Event()

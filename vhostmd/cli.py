@@ -10,17 +10,14 @@ import pwd
 import sys
 from pathlib import Path
 
-from . import __version__, capacity, config as config_mod, per_vm_disks, status as status_mod, system
+from . import __version__, config as config_mod, state as status_mod, process as system, transports
+from .collect.virt import Libvirt
 from .config import Config, ConfigError
 from .daemon import Daemon
-from .disk import DiskError
 from .pidfile import DEFAULT_PID_FILE, PidFile, PidFileError
-from .pipeline import open_disk
-from .publish.xenstore import publisher as xenstore_publisher
+from .publish import Publisher, TransportError
 from .sdnotify import Notifier
-from .status import StatusFile
-from .virt import Libvirt
-from .virtio_channels import open_virtio
+from .state import StatusFile
 
 log = logging.getLogger("vhostmd")
 
@@ -70,19 +67,7 @@ def describe(config: Config) -> str:
     """What --check prints: the metrics and where they are published."""
     lines = [f"configuration {config.source}: valid"]
     lines.append(f"update period: {config.update_period} s, action timeout {config.action_timeout:g} s")
-    if "vbd" in config.transports and config.disk.per_vm_dir is not None:
-        lines.append(f"vbd: one metrics disk per VM in {config.disk.per_vm_dir}, {config.disk.size} bytes each")
-    elif "vbd" in config.transports:
-        lines.append(f"vbd: metrics disk {config.disk.path}, {config.disk.size} bytes, "
-                     f"{capacity.estimate(config).describe()}")
-    if "virtio" in config.transports:
-        v = config.virtio
-        lines.append(
-            f"virtio: channels under {v.channel_path}, at most {v.max_channels}, "
-            f"expire after {v.expiration_time} s, {v.rate_limit:g} requests/s (burst {v.rate_burst})"
-        )
-    if "xenstore" in config.transports:
-        lines.append(xenstore_publisher.describe(config))
+    lines.extend(transports.describe(config))
     for context in ("host", "vm"):
         defs = [m for m in config.metrics if m.context == context]
         lines.append(f"{context} metrics ({len(defs)}):")
@@ -91,24 +76,28 @@ def describe(config: Config) -> str:
             names = ", ".join(v.name for v in m.outputs()) or "(elements printed by the action)"
             lines.append(f"  {m.name} [{m.type}] {source}: {names}")
     lines.extend(f"warning: {w}" for w in config.warnings)
-    if "xenstore" in config.transports and xenstore_publisher.over_limit(config):
-        lines.append(f"warning: {xenstore_publisher.OVER_LIMIT}")
     return "\n".join(lines)
 
 
 def _attach(argv: list[str]) -> int:
-    from . import attach  # imported on use: the daemon never needs it
+    from .commands import attach  # imported on use: the daemon never needs it
 
     return attach.main_attach(argv)
 
 
 def _detach(argv: list[str]) -> int:
-    from . import attach
+    from .commands import attach
 
     return attach.main_detach(argv)
 
 
-SUBCOMMANDS = {"status": status_mod.main, "attach": _attach, "detach": _detach}
+def _status(argv: list[str]) -> int:
+    from .commands import status
+
+    return status.main(argv)
+
+
+SUBCOMMANDS = {"status": _status, "attach": _attach, "detach": _detach}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -130,17 +119,16 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_OK
     for warning in config.warnings:
         log.warning("%s", warning)
-    if "vbd" in config.transports and config.disk.per_vm_dir is None:
-        log.info("metrics disk %s %s", config.disk.path, capacity.estimate(config).describe())
-    if "xenstore" in config.transports and xenstore_publisher.over_limit(config):
-        log.warning("%s: %s", xenstore_publisher.describe(config), xenstore_publisher.OVER_LIMIT)
+    transports.announce(config)
     if "xenstore" in config.transports and args.user:
         log.warning("xenstore transport with -u %s: xenstored's socket is normally root's only, "
                     "so the daemon, running as %s, cannot connect to it", args.user, args.user)
 
     try:
-        disk = open_disk(config)
-    except DiskError as err:
+        # Opened as root, before privileges are dropped. One update cannot
+        # serve channels: --once leaves virtio out.
+        publishers = transports.open_transports(config, once=args.once)
+    except TransportError as err:
         log.error("%s", err)
         return EXIT_FAILURE
 
@@ -152,8 +140,7 @@ def main(argv: list[str] | None = None) -> int:
         owner = _uid(args.user)
         if status_file is not None:
             status_file.prepare(owner)
-        if "vbd" in config.transports and config.disk.per_vm_dir is not None:
-            per_vm_disks.prepare_directory(config.disk.per_vm_dir, owner)
+        transports.prepare(config, owner)
     except system.PrivilegeError as err:
         log.error("%s", err)
         return EXIT_FAILURE
@@ -181,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
 
     virt = Libvirt(args.connect)
     try:
-        return asyncio.run(_run(config, args, virt, disk, status_file))
+        return asyncio.run(_run(config, args, virt, publishers, status_file))
     finally:
         virt.close()
         if pid_file:
@@ -198,17 +185,11 @@ def _uid(user: str | None) -> int | None:
         raise system.PrivilegeError(f"no such user {user!r}") from None
 
 
-async def _run(config: Config, args, virt: Libvirt, disk, status_file: StatusFile | None) -> int:
-    # One update cannot serve channels: --once leaves virtio out.
-    virtio = None if args.once else open_virtio(config)
-    daemon = Daemon(config, args.config, virt, disk, status_file, Notifier.from_environment(),
-                    virtio=virtio)
+async def _run(config: Config, args, virt: Libvirt, publishers: list[Publisher],
+               status_file: StatusFile | None) -> int:
+    daemon = Daemon(config, args.config, virt, publishers, status_file, Notifier.from_environment())
     if args.once:
-        await daemon.pipeline.start()
-        try:
-            report = await daemon.update()
-        finally:
-            await daemon.pipeline.stop()
+        report = await daemon.run_once()
         if status_file is not None:
             status_file.write(daemon.status(running=False))
         return EXIT_OK if report.published else EXIT_FAILURE

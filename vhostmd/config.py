@@ -13,7 +13,8 @@ from pathlib import Path
 
 from lxml import etree
 
-from . import builtins
+from .collect import builtins
+from .publish.disk_format import SIZE_MAX as DISK_SIZE_MAX, SIZE_MIN as DISK_SIZE_MIN
 
 DEFAULT_CONFIG = Path("/etc/vhostmd/vhostmd.conf")
 DEFAULT_DISK_PATH = Path("/dev/shm/vhostmd0")
@@ -23,14 +24,12 @@ DEFAULT_MAX_CHANNELS = 1024
 DEFAULT_EXPIRATION = 15
 DEFAULT_RATE_LIMIT = 2.0
 DEFAULT_RATE_BURST = 5
-DISK_SIZE_MIN = 1024
 #: oxenstored's and C xenstored's default quota for one value, in bytes.
 DEFAULT_XENSTORE_MAX_SIZE = 2048
 XENSTORE_MAX_SIZE_MIN = 256
 #: A write's payload (path, NUL, value) is at most 4096 bytes; the longest
 #: path is /local/domain/32767/metrics (27 bytes).
 XENSTORE_MAX_SIZE_MAX = 4096 - len("/local/domain/32767/metrics") - 1
-DISK_SIZE_MAX = 256 * 1024 * 1024
 #: An action gets at most this long by default, and never more than half the
 #: update period, so one stuck action cannot make the daemon miss its period.
 ACTION_TIMEOUT_CAP = 10.0
@@ -141,6 +140,15 @@ class Config:
     metrics: tuple[MetricDef, ...] = ()
     #: Problems that did not stop the configuration from being used.
     warnings: tuple[str, ...] = ()
+
+    @property
+    def vm_expiration(self) -> int:
+        """Seconds a VM may go without an update before what is kept for it goes.
+
+        Its virtio channel is closed and its per-VM disk removed. The file
+        has one setting for both: ``<virtio><expiration_time>``.
+        """
+        return self.virtio.expiration_time
 
     @property
     def host_metrics(self) -> tuple[MetricDef, ...]:

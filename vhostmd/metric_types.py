@@ -7,8 +7,10 @@ meets ``-1`` or ``abc``.
 
 from __future__ import annotations
 
+import math
 import re
 import sys
+from typing import Callable, Union
 
 INTEGER_RANGES: dict[str, tuple[int, int]] = {
     "int32": (-(2**31), 2**31 - 1),
@@ -71,3 +73,50 @@ def normalize(type_: str, text: str) -> str:
 def format_real(number: float) -> str:
     """Format a real the way the C daemon's actions print it (``%f``)."""
     return f"{number:f}"
+
+
+#: A value as computed in the daemon (by a built-in), before it is formatted for its type.
+Value = Union[int, float, str]
+
+
+def format_value(type_: str, value: Value) -> str:
+    """*value* as published for a metric of *type_*; raises BadValue when it does not fit."""
+    if type_ in INTEGER_RANGES:
+        if not isinstance(value, int):
+            raise BadValue(f"{value!r} is not an integer")
+        low, high = INTEGER_RANGES[type_]
+        if not low <= value <= high:
+            raise BadValue(f"{value} is out of range for {type_}")
+        return str(value)
+    if type_ in REAL_LIMITS:
+        if isinstance(value, int):
+            return str(value)
+        if not math.isfinite(value) or abs(value) > REAL_LIMITS[type_]:
+            raise BadValue(f"{value} is out of range for {type_}")
+        return format_real(value)
+    if isinstance(value, float):
+        return format_real(value)
+    return normalize("string", str(value))
+
+
+def formatter(type_: str) -> Callable[[Value], str]:
+    """A fast format_value for one type: the common case inline, the rest delegated."""
+    if type_ in INTEGER_RANGES:
+        low, high = INTEGER_RANGES[type_]
+
+        def integer(value: Value) -> str:
+            if value.__class__ is int and low <= value <= high:
+                return str(value)
+            return format_value(type_, value)
+
+        return integer
+    if type_ in REAL_LIMITS:
+        limit = REAL_LIMITS[type_]
+
+        def real(value: Value) -> str:
+            if value.__class__ is float and -limit <= value <= limit:
+                return f"{value:f}"
+            return format_value(type_, value)
+
+        return real
+    return lambda value: format_value(type_, value)

@@ -51,7 +51,7 @@ class PidFile:
             other = int(text)
         except ValueError:
             other = None
-        if other is not None and other > 0 and _alive(other):
+        if other is not None and other > 0 and pid_alive(other):
             raise PidFileError(f"pid file {self.path}: vhostmd is already running as pid {other}")
         log.warning("replacing stale pid file %s (pid %s is gone)", self.path, text or "?")
         try:
@@ -71,11 +71,22 @@ class PidFile:
         self._pid = None
 
 
-def _alive(pid: int) -> bool:
+def pid_alive(pid: int, program: bytes | None = None) -> bool:
+    """Whether process *pid* exists (and, given *program*, has it in its command line).
+
+    *program* tells a reused pid of another program from the daemon; where
+    /proc is hidden from us, the pid's existence is all we know.
+    """
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
+        pass
+    if program is None:
         return True
-    return True
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return True
+    return program in cmdline

@@ -62,7 +62,7 @@ from .sources import (
 )
 from .xenstore import read_xenstore
 
-__version__ = "0.1.0"
+__version__ = "2.0.0"
 
 __all__ = [
     "AmbiguousMetricError",

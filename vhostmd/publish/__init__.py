@@ -1,51 +1,51 @@
-"""What the transports share: the error they raise, and the shared-disk publisher.
+"""Publishing: the transports that carry each update's rendered metrics to the guests.
 
-A publisher takes each update's rendered output: ``publish(rendered,
-snapshot)`` (raising PublishError when it cannot), ``async start()``,
-``async stop()``, and optionally ``status()`` for ``vhostmd status``.
+Every transport is a :class:`Publisher`. :mod:`vhostmd.transports` opens
+them from the configuration (and keeps them across a reload that does not
+change them); :class:`vhostmd.pipeline.Pipeline` hands each of them every
+update's :class:`~vhostmd.render.Rendered` output.
 """
 
 from __future__ import annotations
 
-from ..disk import DiskError, MetricsDisk
-from ..disk_format import HEADER_SIZE
-from ..model import Snapshot
-from ..render import Rendered
-from ..status import DiskStatus, TransportStatus
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    # Annotations only: the renderer imports publish.disk_format, so render
+    # must not be imported from here at run time.
+    from ..render import Rendered
+    from ..state import TransportStatus
+
+
+class TransportError(Exception):
+    """A transport cannot be opened; the message names what and why."""
 
 
 class PublishError(Exception):
     """A transport could not publish this update; the message says why."""
 
 
-class DiskPublisher:
-    """Publishes the whole document to the shared metrics disk."""
+class Publisher(Protocol):
+    """What the daemon needs of a transport.
 
-    name = "vbd"
+    A publisher is made (without I/O that could be left half-done, except
+    the shared disk's file) by :func:`vhostmd.transports.open_transports`,
+    started once, handed every update, asked for its status after each
+    update, and stopped when a reload replaces it or the daemon exits. A
+    reload that keeps it starts it again: ``start()`` must allow that.
+    """
 
-    def __init__(self, disk: MetricsDisk):
-        self.disk = disk
-        self._used = 0
-        self._error: str | None = None
-
-    def publish(self, rendered: Rendered, snapshot: Snapshot) -> None:
-        try:
-            self.disk.publish(rendered.document, rendered.document_sum)
-        except DiskError as err:
-            self._error = str(err)
-            raise PublishError(str(err)) from None
-        self._used = len(rendered.document) + HEADER_SIZE
-        self._error = None
-
-    def status(self) -> TransportStatus:
-        return TransportStatus(
-            name=self.name,
-            disks=(DiskStatus(str(self.disk.path), self.disk.size, self._used),),
-            errors=(self._error,) if self._error else (),
-        )
+    #: Names the transport in logs and in ``vhostmd status``.
+    name: str
 
     async def start(self) -> None:
-        pass
+        """Start serving (threads, watches, adopting what an earlier run left)."""
+
+    def publish(self, rendered: Rendered) -> None:
+        """Take one update's output; raise PublishError when it could not be published."""
+
+    def status(self) -> TransportStatus:
+        """What ``vhostmd status`` shows about this transport."""
 
     async def stop(self) -> None:
-        pass
+        """Stop and release what the transport holds (files, channels)."""

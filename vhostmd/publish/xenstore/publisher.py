@@ -27,12 +27,12 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from ...capacity import estimate
 from ...config import Config
-from ...model import Domain, Snapshot
+from ...model import Domain
 from ...render import Rendered
-from ...status import DiskStatus, TransportStatus
+from ...state import DiskStatus, TransportStatus
 from .. import PublishError
+from ..capacity import estimate
 from .client import Client, ConnectionLost
 from .wire import Access, Op, Perms, ProtocolError, XenstoreError
 
@@ -108,7 +108,7 @@ class XenstorePublisher:
     async def stop(self) -> None:
         self.client.close()
 
-    def publish(self, rendered: Rendered, snapshot: Snapshot) -> None:
+    def publish(self, rendered: Rendered) -> None:
         errors: list[str] = []
         used: dict[str, int] = {}
         try:
@@ -133,7 +133,7 @@ class XenstorePublisher:
             lost = f"xenstore: {err}; retrying at the next update"
         else:
             lost = None
-        if snapshot.vms_known:
+        if rendered.vms_known:
             self._forget({d.id for d in rendered.domains.values()}, set(rendered.domains))
         self._used = used
         # Each VM's problem is logged when it appears, not every update; the
@@ -299,8 +299,16 @@ def over_limit(config: Config) -> bool:
     return cap.host_bytes + cap.vm_bytes > config.xenstore.max_size
 
 
-def open_xenstore(config: Config) -> XenstorePublisher | None:
-    """The xenstore publisher *config* asks for, if any."""
+def open_xenstore(config: Config, current: XenstorePublisher | None = None
+                  ) -> XenstorePublisher | None:
+    """The xenstore publisher *config* asks for, if any.
+
+    *current* is kept across a reload with its connection and what it
+    wrote; a new limit applies from the next update.
+    """
     if "xenstore" not in config.transports:
         return None
+    if current is not None:
+        current.max_size = config.xenstore.max_size
+        return current
     return XenstorePublisher(config.xenstore.max_size)

@@ -16,10 +16,10 @@ from . import builtins, host_sources
 from .action_output import OutputError, interpret
 from .actions import ActionFailed, ActionRunner, substitute
 from .builtins.host import HostView
-from .config import Config, MetricDef
+from ..config import Config, MetricDef
 from .host_sources import HostSample, NotYetAvailable, SourceUnavailable
-from .metric_types import BadValue
-from .model import Domain, Metric, Snapshot, VmMetrics
+from ..metric_types import BadValue, formatter
+from ..model import Domain, Metric, Snapshot, VmMetrics
 from .virt import Fetched, Libvirt, VirtError
 
 log = logging.getLogger(__name__)
@@ -188,7 +188,7 @@ def _plan(metrics: tuple[MetricDef, ...]) -> list[_Step]:
     steps: list[_Step] = []
     for m in metrics:
         builtin = builtins.REGISTRY[m.builtin] if m.builtin else None
-        fmt = builtins.formatter(m.type) if builtin is not None and m.type != "group" else None
+        fmt = formatter(m.type) if builtin is not None and m.type != "group" else None
         steps.append((m, builtin, fmt))
     return steps
 

@@ -8,7 +8,7 @@ Layout (all header fields unsigned 32-bit big-endian)::
     12 length     content length in bytes
     16 content    the metrics XML document
 
-The file I/O lives in :mod:`vhostmd.disk`.
+The file I/O lives in :mod:`vhostmd.publish.disk`.
 """
 
 from __future__ import annotations
@@ -20,6 +20,9 @@ SIGNATURE = 0x6D766264
 HEADER = struct.Struct(">IIII")
 HEADER_SIZE = HEADER.size
 BUSY_OFFSET = 4
+#: The sizes a disk may be configured with, in bytes (header included).
+SIZE_MIN = 1024
+SIZE_MAX = 256 * 1024 * 1024
 _HIGH_BYTES = bytes(range(0x80, 0x100))
 
 

@@ -19,12 +19,11 @@ from pathlib import Path
 from typing import Callable
 
 from . import disk_format
-from .config import Config
+from ..config import Config
 from .disk import DIR_MODE, DiskError, MetricsDisk
-from .model import Snapshot
-from .publish import PublishError
-from .render import Rendered
-from .status import DiskStatus, TransportStatus
+from . import PublishError
+from ..render import Rendered
+from ..state import DiskStatus, TransportStatus
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +101,7 @@ class PerVmDiskPublisher:
         except OSError as err:
             raise PublishError(str(err)) from None
 
-    def publish(self, rendered: Rendered, snapshot: Snapshot) -> None:
+    def publish(self, rendered: Rendered) -> None:
         now = self.clock()
         errors: list[str] = []
         for uuid in rendered.vms:
@@ -115,7 +114,7 @@ class PerVmDiskPublisher:
             except (DiskError, ValueError) as err:
                 errors.append(str(err))
         # While the VM list is unknown (libvirt unreachable) nobody is gone.
-        if snapshot.vms_known:
+        if rendered.vms_known:
             self._expire(now)
         self._errors = tuple(errors)
         if errors:
@@ -175,10 +174,16 @@ def open_per_vm_disks(config: Config, current: PerVmDiskPublisher | None = None
         return None
     if (current is not None and current.directory == Path(config.disk.per_vm_dir)
             and current.size == config.disk.size):
-        current.expiration = config.virtio.expiration_time
+        current.expiration = config.vm_expiration
         return current
     return PerVmDiskPublisher(config.disk.per_vm_dir, config.disk.size,
-                              config.virtio.expiration_time)
+                              config.vm_expiration)
+
+
+def prepare_per_vm_disks(config: Config, owner: int | None) -> None:
+    """Make the directory *config* asks for (if any), owned by *owner* (see prepare_directory)."""
+    if "vbd" in config.transports and config.disk.per_vm_dir is not None:
+        prepare_directory(config.disk.per_vm_dir, owner)
 
 
 def _original_case(rendered: Rendered, uuid: str) -> str:

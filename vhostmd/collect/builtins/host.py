@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from .. import host_sources as hs
 from ..host_sources import HostSample, NotYetAvailable, SourceUnavailable
+from .spec import Builtin
 
 MIB = 1024 * 1024
 
@@ -45,8 +46,6 @@ def _cpu_seconds(view: HostView) -> float:
 
 
 def _b(name, kind, read, unit, doc, needs=(), values=1):
-    from . import Builtin
-
     return Builtin(name, "host", kind, values, read, unit, doc, frozenset(needs))
 
 

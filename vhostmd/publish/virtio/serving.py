@@ -6,7 +6,7 @@ wake-up (handles, the selector's key map, the timer heap) before any request
 is read. A plain epoll loop that only reads, parses and sends serves the same
 traffic for about half of that (docs/virtio.md has the figures), so open
 channels are served here, on a thread of their own, while finding and
-connecting them stays in the event loop (``virtio_channels``).
+connecting them stays in the event loop (:mod:`.transport`).
 
 The thread owns the channel sockets outright: the event loop hands it
 connected sockets and close requests through a queue and an eventfd, and
@@ -46,8 +46,10 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Callable, NamedTuple
 
-from .render import Fragment, virtio_answer
-from .virtio_protocol import INVALID_ANSWER, VALID_REQUESTS, Event, RequestParser
+from typing import Protocol
+
+from ...render import Fragment
+from .protocol import INVALID_ANSWER, Event, RequestParser, TokenBucket, answer
 
 log = logging.getLogger(__name__)
 
@@ -77,30 +79,6 @@ class Answers(NamedTuple):
 NO_ANSWERS = Answers(None, {})
 
 
-class TokenBucket:
-    """``rate`` tokens a second, at most ``burst`` saved up."""
-
-    __slots__ = ("rate", "burst", "_tokens", "_stamp")
-
-    def __init__(self, rate: float, burst: int, now: float):
-        self.rate = rate
-        self.burst = float(burst)
-        self._tokens = self.burst
-        self._stamp = now
-
-    def take(self, now: float) -> float:
-        """Take a token: 0 if there was one, else the seconds until there is."""
-        tokens = self._tokens + (now - self._stamp) * self.rate
-        if tokens > self.burst:
-            tokens = self.burst
-        self._stamp = now
-        if tokens >= 1.0:
-            self._tokens = tokens - 1.0
-            return 0.0
-        self._tokens = tokens
-        return (1.0 - tokens) / self.rate
-
-
 @dataclass(slots=True)
 class ServingStats:
     """Counters kept by the serving thread (read, never written, elsewhere)."""
@@ -110,11 +88,29 @@ class ServingStats:
     delayed: int = 0
 
 
+class Server(Protocol):
+    """What a Channel uses of the thread serving it (a ServingThread), and nothing more."""
+
+    #: The latest update's fragments.
+    answers: Answers
+    stats: ServingStats
+
+    def watch(self, channel: Channel, mask: int) -> None:
+        """Wait for *mask* (EPOLLIN, EPOLLOUT or 0) on *channel*."""
+
+    def call_at(self, channel: Channel, when: float) -> None:
+        """Call ``channel.on_timer()`` at *when*, if ``channel.timer_at`` is still *when*."""
+
+    def drop(self, channel: Channel, exc: Exception | None) -> None:
+        """Close *channel*, which its peer closed or which failed, and say so."""
+
+
 class Channel:
     """One VM's connection: requests in, answers out, within its bounds.
 
     Created by the event loop, then served only by the ``ServingThread`` it
-    is added to. ``owner`` is whatever the creator wants back in
+    is added to (through the :class:`Server` interface; the thread calls its
+    ``on_*`` methods). ``owner`` is whatever the creator wants back in
     ``on_closed`` (the VM it serves); ``describe`` names it in the log.
     """
 
@@ -131,7 +127,7 @@ class Channel:
         self.opened = opened
         self.closed = False
         self.describe = describe
-        self._io: ServingThread | None = None
+        self._io: Server | None = None
         self._sock = sock
         self.fd = sock.fileno()
         self._parser = RequestParser()
@@ -156,6 +152,20 @@ class Channel:
         return len(out) if out is not None else 0
 
     @property
+    def timer_at(self) -> float | None:
+        """When a request held back by the rate limit is due (None: none is)."""
+        return self._timer_at
+
+    def bind(self, server: Server) -> None:
+        """Be served by *server*, which registers the channel for reading."""
+        self._io = server
+        self._mask = _IN
+
+    def _watch(self, mask: int) -> None:
+        self._io.watch(self, mask)
+        self._mask = mask
+
+    @property
     def reading(self) -> bool:
         """Whether the channel is read now (not while an answer is owed)."""
         return bool(self._mask & _IN)
@@ -169,7 +179,7 @@ class Channel:
             built = self._built
             if built is None or built[0] is not parts[0] or built[1] is not parts[1]:
                 self._built = parts
-                self._answer_bytes = virtio_answer(*parts)
+                self._answer_bytes = answer(*parts)
         return self._answer_bytes
 
     # Called on the serving thread only.
@@ -186,15 +196,14 @@ class Channel:
         if not data:
             self._io.drop(self, None)  # QEMU went away
             return
-        if (data in VALID_REQUESTS and not self._parser.buffered
-                and not self._bucket.take(_monotonic())):
+        if self._parser.whole_request(data) and not self._bucket.take(_monotonic()):
             # The usual case, kept short: every step here costs each request
             # of every guest, and the thread wakes with cold caches.
             self._io.stats.answers += 1
             answers = self._io.answers
             self._send(self._answer_bytes if answers is self._seen else self.answer())
             if self._out is not None:
-                self._io.watch(self, _OUT)
+                self._watch(_OUT)
             return
         events = self._parser.feed(data)
         if events:
@@ -209,7 +218,8 @@ class Channel:
             if wait > 0:
                 if self._timer_at is None:
                     stats.delayed += 1
-                    self._io.call_at(self, time.monotonic() + wait)
+                    self._timer_at = when = time.monotonic() + wait
+                    self._io.call_at(self, when)
                 break
             if pending.popleft() is Event.GET_METRICS:
                 stats.answers += 1
@@ -223,7 +233,7 @@ class Channel:
         # Read on only once everything read so far is answered and taken.
         mask = _OUT if self._out is not None else 0 if pending else _IN
         if mask != self._mask:
-            self._io.watch(self, mask)
+            self._watch(mask)
 
     def _send(self, data: bytes) -> None:
         try:
@@ -311,7 +321,7 @@ class ServingThread:
 
     def add(self, channel: Channel) -> None:
         """Serve *channel* from now on."""
-        channel._io = self
+        channel.bind(self)
         self._post(_Command(add=channel))
 
     def close(self, channel: Channel) -> None:
@@ -343,11 +353,9 @@ class ServingThread:
     def watch(self, channel: Channel, mask: int) -> None:
         """Wait for *mask* on *channel* (0: only for a hang-up or an error)."""
         self._epoll.modify(channel.fd, mask)
-        channel._mask = mask
 
     def call_at(self, channel: Channel, when: float) -> None:
         """Call ``channel.on_timer()`` at *when* (monotonic clock)."""
-        channel._timer_at = when
         self._seq += 1
         heapq.heappush(self._timers, (when, self._seq, channel))
 
@@ -423,7 +431,7 @@ class ServingThread:
                 now = _monotonic()
                 while timers and timers[0][0] <= now:
                     when, _, channel = heapq.heappop(timers)
-                    if channel._timer_at == when and not channel.closed:
+                    if channel.timer_at == when and not channel.closed:
                         try:
                             channel.on_timer()
                         except Exception as err:
@@ -447,7 +455,6 @@ class ServingThread:
                     self.on_closed(channel, err)
                     continue
                 self._channels[channel.fd] = channel
-                channel._mask = _IN
             elif command.close is not None:
                 self._forget(command.close)
             elif command.stop:

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
-from ..domain_stats import DomainSample
+from typing import TYPE_CHECKING
+
 from ..host_sources import SourceUnavailable
+from .spec import Builtin
+
+if TYPE_CHECKING:  # domain_stats imports libvirt: parsing a configuration must not need it
+    from ..domain_stats import DomainSample
 
 
 _LABELS = {
@@ -43,8 +48,6 @@ def _memory_current_mib(s: DomainSample) -> int:
 
 
 def _b(name, kind, read, unit, doc, groups):
-    from . import Builtin
-
     return Builtin(name, "vm", kind, 1, read, unit, doc, frozenset(groups))
 
 

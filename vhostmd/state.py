@@ -1,25 +1,22 @@
-"""The daemon's state file and the ``vhostmd status`` command.
+"""The daemon's state file: its schema, and writing and reading it.
 
 After every update the running daemon replaces a small JSON file (by default
 /run/vhostmd/status.json, mode 0644 in a 0755 directory) so that anyone on
 the host can see how it is doing without root and without talking to it.
-``vhostmd status`` reads that file and says whether the daemon that wrote it
-is still running.
+``vhostmd status`` (:mod:`vhostmd.commands.status`) reads that file and says
+whether the daemon that wrote it is still running.
 
-Each transport contributes a :class:`TransportStatus` through an optional
-``status()`` method on its publisher; the daemon gathers them as they are.
+Each transport contributes a :class:`TransportStatus` through the
+``status()`` method of its publisher; the daemon gathers them as they are.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import os
 import stat
-import sys
-import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 from . import __version__
@@ -31,11 +28,6 @@ DEFAULT_STATUS_FILE = Path("/run/vhostmd/status.json")
 STATUS_MODE = 0o644
 STATUS_DIR_MODE = 0o755
 FORMAT = 1
-#: An update older than this many periods means the daemon is stuck.
-STALE_PERIODS = 3
-
-#: Exit statuses of ``vhostmd status`` (0 and 3 as LSB init scripts use them).
-EXIT_HEALTHY, EXIT_DEGRADED, EXIT_NOT_RUNNING, EXIT_UNKNOWN = 0, 1, 3, 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -202,61 +194,6 @@ def read(path: Path) -> DaemonStatus:
     return DaemonStatus.from_json(Path(path).read_text())
 
 
-def process_alive(pid: int) -> bool:
-    """Whether *pid* is a running vhostmd (a reused pid of another program is not)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass
-    try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return True  # /proc hidden from us: the pid's existence is all we know
-    return b"vhostmd" in cmdline
-
-
-# --- the status command -------------------------------------------------------------
-
-
-@dataclass(slots=True)
-class Verdict:
-    """What ``status`` concluded, with its exit status."""
-
-    exit: int
-    headline: str
-    notes: list[str] = field(default_factory=list)
-
-
-def judge(status: DaemonStatus | None, path: Path, now: float, alive: bool) -> Verdict:
-    """Decide whether the daemon behind *status* runs and is healthy."""
-    if status is None:
-        return Verdict(EXIT_NOT_RUNNING, f"vhostmd is not running (no state file {path})")
-    if not status.running:
-        return Verdict(EXIT_NOT_RUNNING, f"vhostmd is not running (stopped at {_when(status.written, now)})")
-    if not alive:
-        return Verdict(
-            EXIT_NOT_RUNNING,
-            f"vhostmd is not running (pid {status.pid}, which wrote {path}, is gone)",
-        )
-    head = f"vhostmd is running (pid {status.pid}, version {status.version}, since {_when(status.started, now)})"
-    last = status.last_update
-    if last is None:
-        return Verdict(EXIT_DEGRADED, head, ["no update has finished yet"])
-    verdict = Verdict(EXIT_HEALTHY, head)
-    age = now - last.started
-    if age > STALE_PERIODS * status.update_period:
-        verdict.exit = EXIT_DEGRADED
-        verdict.notes.append(
-            f"the last update is {age:.0f} s old, but updates are due every {status.update_period} s"
-        )
-    if not last.published:
-        verdict.exit = EXIT_DEGRADED
-        verdict.notes.append("the last update was not published everywhere")
-    return verdict
-
-
 def summary(last: UpdateStatus) -> str:
     """One line about an update, as systemd's STATUS= shows it."""
     text = (
@@ -268,92 +205,3 @@ def summary(last: UpdateStatus) -> str:
     if not last.published:
         text += "; NOT PUBLISHED: " + "; ".join(last.publish_errors)
     return text
-
-
-def format_text(status: DaemonStatus | None, verdict: Verdict, now: float) -> str:
-    lines = [verdict.headline]
-    if status is not None:
-        lines.append(f"configuration: {status.config}, update period {status.update_period} s")
-    lines.extend(f"warning: {n}" for n in verdict.notes)
-    last = status.last_update if status is not None else None
-    if last is not None:
-        lines.append(
-            f"last update: {_when(last.started, now)}, took {last.duration * 1000:.1f} ms "
-            f"({last.cpu * 1000:.1f} ms CPU)"
-        )
-        lines.append(
-            f"  {last.vms} VMs, {last.metrics} metrics, document {last.document_bytes} bytes, "
-            + ("published" if last.published else "NOT published")
-        )
-        lines.extend(f"  not published: {e}" for e in last.publish_errors)
-        lines.append(f"failed metrics: {len(last.failures)}")
-        lines.extend(f"  {f}" for f in last.failures)
-    for transport in status.transports if status is not None else ():
-        lines.extend(_transport_lines(transport))
-    return "\n".join(lines)
-
-
-def _transport_lines(t: TransportStatus) -> list[str]:
-    lines = []
-    if len(t.disks) == 1:
-        d = t.disks[0]
-        lines.append(f"{t.name}: {d.path}: {d.used} of {d.size} bytes used ({d.fill:.1%})")
-    elif t.disks:
-        fullest = max(t.disks, key=lambda d: d.fill)
-        lines.append(
-            f"{t.name}: {len(t.disks)} {t.kind}, fullest {fullest.path}: "
-            f"{fullest.used} of {fullest.size} bytes ({fullest.fill:.1%})"
-        )
-    else:
-        lines.append(f"{t.name}: no {t.kind}" if t.channels is None else f"{t.name}:")
-    if t.channels is not None:
-        c = t.channels
-        lines[-1] += f" {c.connected} channels connected, {c.refused} refused, {c.rate_limited} rate-limited"
-        lines.extend(f"  {n}" for n in c.notes)
-    lines.extend(f"  error: {e}" for e in t.errors)
-    return lines
-
-
-def _when(timestamp: float, now: float) -> str:
-    stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(timestamp))
-    return f"{stamp} ({max(0.0, now - timestamp):.0f} s ago)"
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="vhostmd status",
-        description="Show whether vhostmd runs and what its last update did.",
-    )
-    parser.add_argument("--status-file", metavar="FILE", type=Path, default=DEFAULT_STATUS_FILE,
-                        help=f"the daemon's state file (default {DEFAULT_STATUS_FILE})")
-    parser.add_argument("--json", action="store_true",
-                        help="print the state file's content plus the verdict as JSON")
-    return parser
-
-
-def main(argv: list[str]) -> int:
-    """``vhostmd status``: exit 0 healthy, 1 degraded, 3 not running, 4 unknown."""
-    args = build_parser().parse_args(argv)
-    now = time.time()
-    try:
-        status: DaemonStatus | None = read(args.status_file)
-    except FileNotFoundError:
-        status = None
-    except (OSError, ValueError) as err:
-        why = getattr(err, "strerror", None) or str(err)
-        print(f"vhostmd status: cannot read {args.status_file}: {why}", file=sys.stderr)
-        return EXIT_UNKNOWN
-    alive = status is not None and status.running and process_alive(status.pid)
-    verdict = judge(status, args.status_file, now, alive)
-    if args.json:
-        out = {
-            "running": verdict.exit in (EXIT_HEALTHY, EXIT_DEGRADED),
-            "healthy": verdict.exit == EXIT_HEALTHY,
-            "verdict": verdict.headline,
-            "notes": verdict.notes,
-            "state": asdict(status) if status is not None else None,
-        }
-        print(json.dumps(out, indent=2, sort_keys=True))
-    else:
-        print(format_text(status, verdict, now))
-    return verdict.exit

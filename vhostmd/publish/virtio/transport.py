@@ -1,14 +1,13 @@
 """The virtio-serial transport: each VM asks over its own channel for its metrics.
 
 For a VM with a channel ``org.github.vhostmd.1``, QEMU listens on a unix
-socket ``<channel_path>/<id>-<name>/org.github.vhostmd.1`` (older libvirt:
-``domain-<id>-<name>/``; the name cut to 20 characters) and relays what the
+socket in ``channel_path`` (named as :mod:`.naming` says) and relays what the
 guest writes to its port. The daemon connects to it as the client and
 answers each ``GET /metrics/XML`` with the host's metrics and that VM's own.
 
 This module finds and connects the channels, in the event loop; the open
 channels are served, within per-guest bounds, by the thread of
-``virtio_io``.
+:mod:`.serving`; what goes over the wire is :mod:`.protocol`.
 
 Channels are found by listing ``channel_path`` only when a VM with metrics
 has no channel (after an update, when inotify reports a new directory or
@@ -24,29 +23,25 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import re
 import resource
 import socket
 import stat
 import time
 from dataclasses import dataclass, replace
 
-from .config import Config, VirtioConfig
-from .virtio_inotify import (
+from ...config import Config, VirtioConfig
+from .inotify import (
     IN_CREATE, IN_DONT_FOLLOW, IN_IGNORED, IN_MOVED_TO, IN_ONLYDIR, IN_Q_OVERFLOW, Inotify,
 )
-from .model import Domain, Snapshot
-from .publish import PublishError
-from .render import Fragment, Rendered
-from .status import ChannelStatus, TransportStatus
-from .virtio_io import Answers, Channel, ServingThread
+from ...model import Domain
+from .. import PublishError
+from ...render import Fragment, Rendered
+from ...state import ChannelStatus, TransportStatus
+from .naming import CHANNEL_NAME, name_matches, parse_channel_dir
+from .serving import Answers, Channel, ServingThread
 
 log = logging.getLogger(__name__)
 
-#: The socket QEMU creates for the channel ``<target name='org.github.vhostmd.1'/>``.
-SOCKET_NAME = "org.github.vhostmd.1"
-#: libvirt cuts the domain name in channel directory names to this many characters.
-SHORT_NAME_MAX = 20
 #: Retry delays after a failed connection attempt: doubled after each failure.
 BACKOFF_INITIAL = 0.25
 BACKOFF_MAX = 30.0
@@ -55,28 +50,9 @@ STABLE_AFTER = 30.0
 #: Descriptors kept for everything but channels (libvirt, actions, disk, logs).
 SPARE_FDS = 256
 
-_DIR_NAME = re.compile(rb"(?:domain-)?([0-9]+)-(.+)", re.DOTALL)
+_CHANNEL_NAME_BYTES = CHANNEL_NAME.encode()
 _WATCH_TOP = IN_CREATE | IN_MOVED_TO | IN_ONLYDIR
 _WATCH_VM_DIR = IN_CREATE | IN_MOVED_TO | IN_ONLYDIR | IN_DONT_FOLLOW
-
-
-def parse_channel_dir(name: bytes) -> tuple[int, bytes] | None:
-    """``(id, name part)`` of a channel directory name, or None if it is not one."""
-    match = _DIR_NAME.fullmatch(name)
-    if match is None or len(match.group(1)) > 10:
-        return None
-    return int(match.group(1)), match.group(2)
-
-
-def name_matches(part: bytes, domain_name: str) -> bool:
-    """Whether a directory's name part is the domain's name as libvirt writes it.
-
-    libvirt writes the name cut to 20 characters (newer versions) or 20 bytes
-    (older ones, and any version in a non-UTF-8 locale); very old versions
-    wrote it whole.
-    """
-    full = os.fsencode(domain_name)
-    return part in (full, full[:SHORT_NAME_MAX], os.fsencode(domain_name[:SHORT_NAME_MAX]))
 
 
 @dataclass(slots=True)
@@ -111,8 +87,10 @@ class _Vm:
         return f"VM {self.domain.name!r} (id {self.domain.id})"
 
 
-class VirtioServer:
+class VirtioTransport:
     """All VMs' channels, served from the latest update.
+
+    The daemon is the *client* of each channel: QEMU listens, this connects.
 
     Lives as long as the daemon (a reload with the same virtio settings keeps
     it and its channels); ``publish()`` is called after every update.
@@ -219,7 +197,7 @@ class VirtioServer:
 
     # publishing
 
-    def publish(self, rendered: Rendered, snapshot: Snapshot) -> None:
+    def publish(self, rendered: Rendered) -> None:
         """Take one update's metrics; connect VMs that have no channel yet."""
         if not self._running:
             return
@@ -236,7 +214,7 @@ class VirtioServer:
                 self._by_id[domain.id] = vm
             vm.fragment = fragment
             vm.updated = now
-        if snapshot.vms_known:
+        if rendered.vms_known:
             for uuid, vm in list(self._vms.items()):
                 if uuid not in rendered.vms:
                     self._forget(vm, "not running any more")
@@ -351,7 +329,7 @@ class VirtioServer:
         if not directories:
             log.debug("virtio: no channel directory for %s", vm.describe())
         for directory in directories:
-            path = os.path.join(directory, SOCKET_NAME)
+            path = os.path.join(directory, CHANNEL_NAME)
             try:
                 mode = os.lstat(path).st_mode
             except OSError as err:
@@ -500,7 +478,7 @@ class VirtioServer:
                     self._watched_dirs.pop(name, None)
             elif event.wd == self._top_wd:
                 wake |= self._wake(event.name)
-            elif event.name == SOCKET_NAME.encode() and event.wd in self._dir_watches:
+            elif event.name == _CHANNEL_NAME_BYTES and event.wd in self._dir_watches:
                 wake |= self._wake(self._dir_watches[event.wd])
         if wake:
             self._request_scan()
@@ -532,10 +510,10 @@ def _raise_fd_limit(wanted: int) -> None:
                     "(raise LimitNOFILE)", new, wanted - SPARE_FDS)
 
 
-def open_virtio(config: Config, current: VirtioServer | None = None) -> VirtioServer | None:
+def open_virtio(config: Config, current: VirtioTransport | None = None) -> VirtioTransport | None:
     """The channels *config* asks for, reusing *current* (and its channels) when unchanged."""
     if "virtio" not in config.transports:
         return None
     if current is not None and current.config == config.virtio:
         return current
-    return VirtioServer(config.virtio)
+    return VirtioTransport(config.virtio)

@@ -11,8 +11,8 @@ import logging
 import os
 from pathlib import Path
 
-from . import disk_format
-from .files import FileRefused, open_regular
+from . import TransportError, disk_format
+from ..files import FileRefused, open_regular
 
 log = logging.getLogger(__name__)
 
@@ -20,7 +20,7 @@ DISK_MODE = 0o644
 DIR_MODE = 0o700
 
 
-class DiskError(Exception):
+class DiskError(TransportError):
     """The disk cannot be created or written; the message names it."""
 
 

@@ -1,8 +1,8 @@
-"""The virtio-serial request protocol, without any I/O (bytes in, events out).
+"""The virtio-serial wire, without any I/O: requests in, answers out, and their pace.
 
 A guest asks for its metrics by writing ``GET /metrics/XML\\n\\n`` (or with
-``\\r\\n`` line ends) to its port; the daemon answers with the document (see
-``render.virtio_answer``). Guests are untrusted, so the parser holds at most
+``\\r\\n`` line ends) to its port; the daemon answers with the host's metrics
+and that VM's own (:func:`answer`). Guests are untrusted, so the parser holds at most
 ``limit`` bytes of an unfinished request: when that many bytes arrive without
 a blank line, the request is answered ``INVALID REQUEST\\n\\n`` and the buffer
 is reset, as the C vhostmd does with its 512-byte buffer. Anything else that
@@ -15,12 +15,40 @@ in ten fragments, or ten requests in one read, give the same events.
 from __future__ import annotations
 
 import enum
+from typing import TYPE_CHECKING
+
+from ...render import DOCUMENT_START
+
+if TYPE_CHECKING:
+    from ...render import Fragment
 
 #: The C vhostmd's request buffer: a request must end within this many bytes.
 REQUEST_LIMIT = 512
 
 VALID_REQUESTS = (b"GET /metrics/XML\n\n", b"GET /metrics/XML\r\n\r\n")
 INVALID_ANSWER = b"INVALID REQUEST\n\n"
+#: A virtio answer ends with a blank line: that is how the guest knows it is whole.
+ANSWER_END = b"</metrics>\n\n"
+HOST_UNAVAILABLE = b"  <!-- host metrics not available -->\n"
+VM_UNAVAILABLE = b"  <!-- VM metrics not available -->\n"
+
+
+def answer(host: Fragment | None, vm: Fragment | None) -> bytes:
+    """A VM's answer on its virtio channel: the host's metrics and its own.
+
+    As in the C vhostmd, a part that is unknown or empty (not collected yet,
+    or every metric of it failed) is replaced by a "not available" comment.
+    """
+    return b"".join((
+        DOCUMENT_START,
+        host.data if host is not None and host.data else HOST_UNAVAILABLE,
+        vm.data if vm is not None and vm.data else VM_UNAVAILABLE,
+        ANSWER_END,
+    ))
+
+
+#: The answer a channel gives before the first update has been rendered.
+UNAVAILABLE_ANSWER = answer(None, None)
 
 
 class Event(enum.Enum):
@@ -58,10 +86,18 @@ class RequestParser:
         """Bytes of the unfinished request held."""
         return len(self._buffer)
 
+    def whole_request(self, data: bytes) -> bool:
+        """Whether *data* is exactly one valid request, with nothing before it.
+
+        The usual case (one whole request per read): the caller may then
+        answer it without feed(), which would return [GET_METRICS].
+        """
+        return not self._buffer and data in VALID_REQUESTS
+
     def feed(self, data: bytes) -> list[Event]:
         """Take the next bytes of the stream; return the events they complete."""
         if not self._buffer and data in VALID_REQUESTS:
-            return [Event.GET_METRICS]  # the usual case: one whole request per read
+            return [Event.GET_METRICS]  # whole_request(), inlined: the usual case
         buffer = self._buffer + data if self._buffer else bytes(data)
         events: list[Event] = []
         start = 0
@@ -103,3 +139,27 @@ def _request_end(buffer: bytes, start: int, scanned: int, limit: int) -> int | N
     if crlf >= 0:
         ends.append(crlf + 3)
     return min(ends) if ends else None
+
+
+class TokenBucket:
+    """Paces a channel's answers: ``rate`` tokens a second, at most ``burst`` saved up."""
+
+    __slots__ = ("rate", "burst", "_tokens", "_stamp")
+
+    def __init__(self, rate: float, burst: int, now: float):
+        self.rate = rate
+        self.burst = float(burst)
+        self._tokens = self.burst
+        self._stamp = now
+
+    def take(self, now: float) -> float:
+        """Take a token: 0 if there was one, else the seconds until there is."""
+        tokens = self._tokens + (now - self._stamp) * self.rate
+        if tokens > self.burst:
+            tokens = self.burst
+        self._stamp = now
+        if tokens >= 1.0:
+            self._tokens = tokens - 1.0
+            return 0.0
+        self._tokens = tokens
+        return (1.0 - tokens) / self.rate

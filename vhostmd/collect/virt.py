@@ -27,13 +27,25 @@ from . import domain_stats
 from .domain_events import DomainTracker
 from .domain_stats import DomainSample
 from .host_sources import Hypervisor, NodeInfo
-from .model import Domain
+from ..model import Domain
 
 log = logging.getLogger(__name__)
 
-# libvirt prints every error to stderr unless a handler is registered; ours
-# are reported as exceptions, with context, by the callers.
-libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
+
+def quiet_libvirt() -> None:
+    """Stop libvirt printing every error to stderr.
+
+    Ours are reported as exceptions, with context, by the callers. Every
+    user of libvirt in the package calls this (it may be called often).
+    """
+    libvirt.registerErrorHandler(_ignore_error, None)
+
+
+def _ignore_error(_ctx, _err) -> None:
+    pass
+
+
+quiet_libvirt()
 
 #: How long an update waits for libvirt (a hung libvirtd, say) before it
 #: publishes without the VMs.

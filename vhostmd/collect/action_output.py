@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from lxml import etree
 
-from .config import MetricDef, dtd_path
-from .metric_types import BadValue, normalize
-from .model import Metric
+from ..config import MetricDef, dtd_path
+from ..metric_types import BadValue, normalize
+from ..model import Metric
 
 
 class OutputError(ValueError):

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import libvirt
 
-from .model import Domain
+from ..model import Domain
 
 #: Lifecycle events that make a domain active, and that make it inactive.
 _STARTS = frozenset({libvirt.VIR_DOMAIN_EVENT_STARTED})

@@ -31,7 +31,7 @@ import os
 import re
 import signal
 
-from .model import Domain
+from ..model import Domain
 
 #: Most bytes read from an action's standard output; the C daemon reads 256
 #: (2048 for xml), which silently truncates. Larger output is an error here.

@@ -12,9 +12,9 @@ import logging
 from dataclasses import dataclass
 
 from . import disk_format
-from .config import Config, MetricDef
-from .model import Domain, Metric
-from .render import DOCUMENT_END, DOCUMENT_START, metric_element
+from ..config import Config, MetricDef
+from ..model import Domain, Metric
+from ..render import DOCUMENT_END, DOCUMENT_START, metric_element
 
 log = logging.getLogger(__name__)
 

@@ -27,18 +27,19 @@ from pathlib import Path
 import libvirt
 from lxml import etree
 
-from . import config as config_mod
-from .config import Config, ConfigError
-from .disk import DiskError, MetricsDisk
-from .per_vm_disks import disk_path as per_vm_disk_path, prepare_directory
+from .. import config as config_mod
+from ..config import Config, ConfigError
+from ..publish.disk import DiskError, MetricsDisk
+from ..publish.per_vm_disks import disk_path as per_vm_disk_path, prepare_directory
+from ..collect.virt import quiet_libvirt
+from ..publish.virtio.naming import CHANNEL_NAME
 
 log = logging.getLogger(__name__)
 
-CHANNEL_NAME = "org.github.vhostmd.1"
 TARGET_PREFIX = "vd"
 EXIT_OK, EXIT_FAILURE = 0, 1
 
-libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
+quiet_libvirt()
 
 
 class AttachError(Exception):

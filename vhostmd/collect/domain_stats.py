@@ -17,7 +17,7 @@ from typing import NamedTuple
 
 import libvirt
 
-from .model import Domain
+from ..model import Domain
 
 #: Stats groups by the name built-ins use, with libvirt's flag and the
 #: fields of DomainSample the group fills.
