@@ -54,7 +54,7 @@ def run(server: harness.Xenstored, vms: int, updates: int) -> None:
     publisher = XenstorePublisher(2048, Client(str(server.socket)))
     asyncio.run(publisher.start())
     renderer = Renderer()
-    publisher.publish(renderer.render(snapshot(domains, 0)), snapshot(domains, 0))  # first: perms checked
+    publisher.publish(renderer.render(snapshot(domains, 0)))  # the first: permissions checked
     for label, moving in (("changed", True), ("unchanged", False)):
         wall = cpu = 0.0
         server_cpu = _cpu_of(server.proc.pid)
@@ -62,7 +62,7 @@ def run(server: harness.Xenstored, vms: int, updates: int) -> None:
             snap = snapshot(domains, tick if moving else 0)
             rendered = renderer.render(snap)
             w, c = time.perf_counter(), time.process_time()
-            publisher.publish(rendered, snap)
+            publisher.publish(rendered)
             wall += time.perf_counter() - w
             cpu += time.process_time() - c
         server_cpu = _cpu_of(server.proc.pid) - server_cpu

@@ -42,7 +42,7 @@ class Publisher:
         asyncio.run(self.publisher.start())
 
     def update(self, snap: Snapshot) -> None:
-        self.publisher.publish(self.renderer.render(snap), snap)
+        self.publisher.publish(self.renderer.render(snap))
 
     def refused(self, snap: Snapshot) -> tuple[str, ...]:
         """Update, which must fail; each VM's error, as status shows them."""
