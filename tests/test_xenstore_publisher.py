@@ -14,11 +14,14 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
+from support import config_xml, metric
+from vhostmd import config as config_mod
 from vhostmd.model import Domain, Metric, Snapshot, VmMetrics
 from vhostmd.publish import PublishError
 from vhostmd.publish.xenstore.client import Client
 from vhostmd.publish.xenstore.publisher import XenstorePublisher
 from vhostmd.render import Renderer
+from vhostmd.transports import close_transports, open_transports
 from xenstored import xenstored, xenstored_kit  # noqa: F401  (fixtures)
 
 WEB = Domain(1, "web", "11111111-2222-4333-8444-555555555555")
@@ -215,3 +218,25 @@ def test_domain_0_is_written_like_any_domain(xenstored):
     Publisher(xenstored).update(snapshot(dom0))
     assert xenstored.perms("/local/domain/0/metrics") == "n0"
     assert f"uuid='{dom0.uuid}'".encode() in xenstored.read("/local/domain/0/metrics")
+
+
+def test_a_reload_keeps_the_publisher_its_connection_and_what_it_wrote(xenstored, tmp_path):
+    xenstored.add_domain(WEB.id, WEB.uuid, WEB.name)
+    first = config_mod.parse(config_xml(metric("H", "echo h"), transports=("xenstore",)))
+    bigger = config_mod.parse(config_xml(metric("H", "echo h"), transports=("xenstore",),
+                                         virtio="<xenstore><max_size>3000</max_size></xenstore>"))
+
+    async def go():
+        running = open_transports(first)
+        (publisher,) = running
+        publisher.client.path = str(xenstored.socket)
+        await publisher.start()
+        publisher.publish(Renderer().render(snapshot(WEB)))
+        kept = open_transports(bigger, running)
+        await close_transports(running, keep=kept)
+        assert kept == [publisher] and publisher.max_size == 3000 and publisher.client.connected
+        publisher.publish(Renderer().render(snapshot(WEB)))  # unchanged: not written again
+        await close_transports(kept)
+
+    asyncio.run(go())
+    assert writes(xenstored, "/local/domain/1/metrics") == 1
