@@ -220,7 +220,7 @@ def test_nothing_expires_while_libvirt_is_unreachable(tmp_path):
     assert (tmp_path / "vms" / UUIDS[0]).exists()
 
 
-def test_symlink_planted_as_a_vm_disk_is_refused_and_its_target_untouched(tmp_path):
+def test_symlink_planted_as_a_vm_disk_is_replaced_and_its_target_untouched(tmp_path):
     vms = tmp_path / "vms"
     vms.mkdir(mode=0o700)
     victim = tmp_path / "victim"
@@ -232,13 +232,14 @@ def test_symlink_planted_as_a_vm_disk_is_refused_and_its_target_untouched(tmp_pa
 
     async def go():
         await publisher.start()
-        with pytest.raises(PublishError, match="symbolic link"):
-            publisher.publish(renderer.render(snap))
+        publisher.publish(renderer.render(snap))
         await publisher.stop()
 
     run(go())
     assert victim.read_text() == "precious"
-    # The other VM's disk was still written.
+    # The symlink was replaced by the VM's own disk; the other VM's disk was written.
+    assert not (vms / UUIDS[0]).is_symlink()
+    assert read_disk(vms / UUIDS[0])[0] == 0x6D766264
     assert read_disk(vms / UUIDS[1])[0] == 0x6D766264
 
 

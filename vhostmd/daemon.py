@@ -15,7 +15,7 @@ from . import config as config_mod
 from .collect.virt import Libvirt
 from .config import Config, ConfigError
 from .pipeline import Pipeline, UpdateReport
-from .publish import Publisher, TransportError
+from .publish import Publisher, PublishErrorLog, TransportError
 from .sdnotify import Notifier
 from .state import DaemonStatus, StatusFile, UpdateStatus, summary
 from .transports import close_transports, open_transports, start_transports
@@ -62,6 +62,7 @@ class Daemon:
         self.notifier = notifier or Notifier(None)
         self.started = time.time()
         self._problems = ProblemLog()
+        self._publish_errors = PublishErrorLog()
         self._stop = asyncio.Event()
         self._reload = asyncio.Event()
         self._wake = asyncio.Event()
@@ -81,7 +82,8 @@ class Daemon:
     async def update(self) -> UpdateReport:
         """Run one update now and log what went wrong."""
         report = await self.pipeline.update()
-        self._problems.update(report.problems + report.publish_errors)
+        self._problems.update(report.problems)
+        self._publish_errors.update(report.publish_errors)
         self.last_report = report
         self._report_status()
         log.debug(

@@ -65,6 +65,8 @@ class TransportStatus:
     disks: tuple[DiskStatus, ...] = ()
     channels: ChannelStatus | None = None
     errors: tuple[str, ...] = ()
+    #: Events an admin should know of that are not errors now (a disk re-created).
+    notes: tuple[str, ...] = ()
     #: What ``disks`` holds, for the text ("disks"; "values" for xenstore's).
     kind: str = "disks"
 
@@ -118,6 +120,7 @@ class DaemonStatus:
                     channels=_build(ChannelStatus, t["channels"], notes=tuple(t["channels"].get("notes", ())))
                     if t.get("channels") else None,
                     errors=tuple(t.get("errors", ())),
+                    notes=tuple(t.get("notes", ())),
                 )
                 for t in data.get("transports", ())
             )

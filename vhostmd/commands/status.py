@@ -102,6 +102,7 @@ def _transport_lines(t: TransportStatus) -> list[str]:
         lines[-1] += f" {c.connected} channels connected, {c.refused} refused, {c.rate_limited} rate-limited"
         lines.extend(f"  {n}" for n in c.notes)
     lines.extend(f"  error: {e}" for e in t.errors)
+    lines.extend(f"  note: {n}" for n in t.notes)
     return lines
 
 

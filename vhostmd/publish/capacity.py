@@ -114,7 +114,9 @@ class CapacityWatch:
                 f"raise <size> in the configuration"
                 + ("" if share > 1 else " before more VMs start")
             )
-            log.warning("%s", message)
+            # Too small is an error (the document is not published); the
+            # publish error itself is logged by the daemon too.
+            log.log(logging.ERROR if share > 1 else logging.WARNING, "%s", message)
             return message
         if share < CLEAR_AT and self.warning:
             self.warning = False

@@ -18,12 +18,12 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from . import disk_format
 from ..config import Config
-from .disk import DIR_MODE, DiskError, MetricsDisk
-from . import PublishError
+from ..files import FileRefused, open_directory, same_file
 from ..render import Rendered
 from ..state import DiskStatus, TransportStatus
+from . import PublishError, disk_format
+from .disk import DIR_MODE, DiskError, MetricsDisk
 
 log = logging.getLogger(__name__)
 
@@ -41,19 +41,22 @@ def disk_path(directory: Path, uuid: str) -> Path:
 def prepare_directory(directory: Path, owner: int | None = None) -> None:
     """Create *directory* (0700) if missing, owned by *owner* when given.
 
-    The daemon calls this as root before dropping privileges to -u USER.
+    The daemon calls this as root before dropping privileges to -u USER. An
+    existing directory must belong to root or *owner* and be writable by
+    nobody else: one planted by another user is refused, never adopted.
     Raises OSError with a message naming the directory.
     """
+    owners = {os.geteuid()} | ({owner} if owner is not None else set())
     try:
-        os.makedirs(directory, DIR_MODE)
-    except FileExistsError:
-        if not stat.S_ISDIR(os.lstat(directory).st_mode):
-            raise OSError(f"per-VM disk directory {directory} is not a directory; refusing to use it") from None
-    except OSError as err:
-        raise OSError(f"cannot create per-VM disk directory {directory}: {err.strerror}") from None
-    else:
-        if owner is not None:
-            os.chown(directory, owner, -1)
+        fd = open_directory(directory, owners=owners, sticky_ok=False,
+                            create_mode=DIR_MODE, create_owner=owner)
+    except FileRefused as err:
+        raise OSError(f"per-VM disk {err}") from None
+    try:
+        if owner is not None and os.fstat(fd).st_uid != owner:
+            os.fchown(fd, owner, -1)  # ours from a run without -u: hand it over
+    finally:
+        os.close(fd)
 
 
 class PerVmDiskPublisher:
@@ -75,13 +78,23 @@ class PerVmDiskPublisher:
         #: When each VM was last seen running (clock time).
         self._seen: dict[str, float] = {}
         self._errors: tuple[str, ...] = ()
+        #: The directory, opened once and checked: disks are created, written
+        #: and removed relative to it, so swapping the path for a symlink
+        #: cannot send a create or an unlink elsewhere.
+        self._dir_fd = -1
+        self._dir_id: os.stat_result | None = None
+        #: Why the path no longer names the open directory, while it does not.
+        self._dir_problem: str | None = None
+        #: The last time the directory was opened again, for status.
+        self._dir_note: str | None = None
 
     async def start(self) -> None:
         # Disks left by an earlier run are adopted, so that they are removed
         # once their VM has been gone long enough, and kept while it runs.
         try:
-            self._prepare_directory()
-            entries = list(os.scandir(self.directory))
+            if self._dir_fd < 0:  # kept open when reused across a reload
+                self._open_directory()
+            entries = list(os.scandir(self._dir_fd))
         except (PublishError, OSError) as err:
             log.error("%s", getattr(err, "strerror", None) or err)  # publish() retries
             return
@@ -91,31 +104,79 @@ class PerVmDiskPublisher:
                 self._seen.setdefault(entry.name, now)
 
     async def stop(self) -> None:
+        self._close_disks()
+        if self._dir_fd >= 0:
+            os.close(self._dir_fd)
+            self._dir_fd = -1
+
+    def _close_disks(self) -> None:
         for disk in self._disks.values():
             disk.close()
         self._disks.clear()  # _used stays: the final status still lists the disks
 
-    def _prepare_directory(self) -> None:
+    def _open_directory(self) -> None:
         try:
-            prepare_directory(self.directory)
-        except OSError as err:
-            raise PublishError(str(err)) from None
+            fd = open_directory(self.directory, owners={os.geteuid()}, sticky_ok=False,
+                                create_mode=DIR_MODE)
+        except FileRefused as err:
+            raise PublishError(f"per-VM disk {err}") from None
+        if self._dir_fd >= 0:
+            self._close_disks()  # re-created in the new directory this update
+            os.close(self._dir_fd)
+        self._dir_fd, self._dir_id = fd, os.fstat(fd)
+
+    def _check_directory(self) -> None:
+        """Notice a directory removed or replaced since it was opened.
+
+        A usable directory at the path again (the admin re-created it, or it
+        was removed and is created anew) takes over; otherwise the disks stay
+        in the directory opened before, and the error is reported.
+        """
+        if self._dir_fd < 0:
+            self._open_directory()
+            return
+        try:
+            now = os.stat(self.directory, follow_symlinks=False)
+            if same_file(now, self._dir_id):
+                self._dir_problem = None
+                return
+            what = "was replaced"
+        except PermissionError:
+            return  # after -u USER a parent may be closed to us: keep what we hold
+        except OSError:
+            what = "was removed"
+        if self._dir_problem is None:
+            log.error("per-VM disk directory %s %s; opening it again", self.directory, what)
+        self._dir_problem = what
+        try:
+            self._open_directory()
+        except PublishError as err:
+            raise PublishError(f"{err}; the disks stay in the directory opened before") from None
+        log.info("per-VM disk directory %s opened again; its disks are re-created", self.directory)
+        self._dir_note = (f"per-VM disk directory {self.directory} {what} at "
+                          f"{time.strftime('%Y-%m-%d %H:%M:%S')}; opened again, its disks re-created")
+        self._dir_problem = None
 
     def publish(self, rendered: Rendered) -> None:
         now = self.clock()
         errors: list[str] = []
+        try:
+            self._check_directory()
+        except PublishError as err:
+            errors.append(str(err))
         for uuid in rendered.vms:
             self._seen[uuid.lower()] = now
-        for uuid in self._seen:
-            if now - self._seen[uuid] >= self.expiration:
-                continue
-            try:
-                self._publish_one(rendered, uuid)
-            except (DiskError, ValueError) as err:
-                errors.append(str(err))
-        # While the VM list is unknown (libvirt unreachable) nobody is gone.
-        if rendered.vms_known:
-            self._expire(now)
+        if self._dir_fd >= 0:
+            for uuid in self._seen:
+                if now - self._seen[uuid] >= self.expiration:
+                    continue
+                try:
+                    self._publish_one(rendered, uuid)
+                except (DiskError, ValueError) as err:
+                    errors.append(str(err))
+            # While the VM list is unknown (libvirt unreachable) nobody is gone.
+            if rendered.vms_known:
+                self._expire(now)
         self._errors = tuple(errors)
         if errors:
             raise PublishError("; ".join(errors))
@@ -123,11 +184,7 @@ class PerVmDiskPublisher:
     def _publish_one(self, rendered: Rendered, uuid: str) -> None:
         disk = self._disks.get(uuid)
         if disk is None:
-            try:
-                self._prepare_directory()
-            except PublishError as err:
-                raise DiskError(str(err)) from None
-            disk = MetricsDisk(disk_path(self.directory, uuid), self.size)
+            disk = MetricsDisk(disk_path(self.directory, uuid), self.size, dir_fd=self._dir_fd)
             self._disks[uuid] = disk
             log.info("created per-VM metrics disk %s", disk.path)
         content, checksum = rendered.document_for(_original_case(rendered, uuid))
@@ -140,9 +197,13 @@ class PerVmDiskPublisher:
             if disk is not None:
                 disk.close()
             path = self.directory / uuid
+            if not _UUID.match(uuid):  # never a name with a slash or "..": it would not stay inside
+                del self._seen[uuid]
+                continue
             try:
-                if not stat.S_ISDIR(os.lstat(path).st_mode):
-                    os.unlink(path)
+                # Relative to the directory opened at start: never followed.
+                if not stat.S_ISDIR(os.stat(uuid, dir_fd=self._dir_fd, follow_symlinks=False).st_mode):
+                    os.unlink(uuid, dir_fd=self._dir_fd)
                     log.info("removed per-VM metrics disk %s: its VM is gone", path)
             except FileNotFoundError:
                 pass
@@ -160,6 +221,8 @@ class PerVmDiskPublisher:
                 for uuid, used in sorted(self._used.items())
             ),
             errors=self._errors,
+            notes=(((self._dir_note,) if self._dir_note else ())
+                   + tuple(d.recreated_note for d in self._disks.values() if d.recreated_note)),
         )
 
 

@@ -43,6 +43,7 @@ class DiskPublisher:
             name=self.name,
             disks=(DiskStatus(str(self.disk.path), self.disk.size, self._used),),
             errors=(self._error,) if self._error else (),
+            notes=(self.disk.recreated_note,) if self.disk.recreated_note else (),
         )
 
     async def start(self) -> None:
