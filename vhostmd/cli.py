@@ -36,9 +36,13 @@ class _HelpAction(argparse.Action):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    names = ",".join(SUBCOMMANDS)
     parser = argparse.ArgumentParser(
         prog="vhostmd",
+        usage=f"%(prog)s [options]\n       %(prog)s {{{names}}} [--help] [ARGS...]",
         description="Virtual Host Metrics Daemon: publishes host and VM metrics to guests.",
+        epilog=commands_help(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
         add_help=False,
     )
     parser.add_argument("-h", "--help", action=_HelpAction)
@@ -51,7 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-p", "--pid-file", metavar="FILE", type=Path,
                         help=f"pid file (default {DEFAULT_PID_FILE} when run as root)")
     parser.add_argument("-u", "--user", metavar="USER",
-                        help="drop root privileges to USER once the disk is open")
+                        help="drop root privileges to USER (keeping USER's groups) once the disk is open")
     parser.add_argument("--status-file", metavar="FILE", type=Path,
                         help=f"state file for 'vhostmd status' (default {status_mod.DEFAULT_STATUS_FILE} "
                              "when run as root)")
@@ -99,6 +103,24 @@ def _status(argv: list[str]) -> int:
 
 SUBCOMMANDS = {"status": _status, "attach": _attach, "detach": _detach}
 
+#: What --help says of a command; one without an entry here is described by
+#: the first line of its function's docstring.
+COMMAND_SUMMARIES = {
+    "status": "the daemon's state: last update, failed metrics, disk fill, channels",
+    "attach": "give a VM the metrics disk and the virtio channel",
+    "detach": "take them away from a VM again",
+}
+
+
+def commands_help() -> str:
+    """The commands of the table above, one line each, for --help."""
+    lines = ["commands (a first argument naming one selects it; COMMAND --help for its options):"]
+    width = max(map(len, SUBCOMMANDS))
+    for name, run in SUBCOMMANDS.items():
+        summary = COMMAND_SUMMARIES.get(name) or (run.__doc__ or "").strip().split("\n")[0]
+        lines.append(f"  {name:<{width}}  {summary}".rstrip())
+    return "\n".join(lines)
+
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
@@ -107,6 +129,11 @@ def main(argv: list[str] | None = None) -> int:
     if argv and argv[0] in SUBCOMMANDS:
         return SUBCOMMANDS[argv[0]](argv[1:])
     args = build_parser().parse_args(argv)
+    # Absolute from the start: a detached daemon runs in /, and a reload
+    # reopens the configuration by this path.
+    for name in ("config", "pid_file", "status_file"):
+        if getattr(args, name) is not None:
+            setattr(args, name, Path(os.path.abspath(getattr(args, name))))
     foreground = args.no_daemonize or args.once or args.check
     system.setup_logging(foreground=True, verbose=args.verbose)
     try:

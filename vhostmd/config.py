@@ -50,7 +50,7 @@ class ConfigError(Exception):
         super().__init__(f"{where}: {message}")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class Variable:
     """One value of a ``group`` metric."""
 
@@ -59,7 +59,7 @@ class Variable:
     unit: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class MetricDef:
     """One ``<metric>`` of the configuration."""
 
@@ -93,7 +93,7 @@ class MetricDef:
         return (Variable(self.name, self.type, self.unit),)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class DiskConfig:
     """The metrics disk (transport ``vbd``)."""
 
@@ -104,7 +104,7 @@ class DiskConfig:
     per_vm_dir: Path | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class VirtioConfig:
     """The virtio-serial channels (transport ``virtio``)."""
 
@@ -116,7 +116,7 @@ class VirtioConfig:
     rate_burst: int = DEFAULT_RATE_BURST
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class XenstoreConfig:
     """Each Xen domain's metrics in xenstore (transport ``xenstore``)."""
 
@@ -124,7 +124,7 @@ class XenstoreConfig:
     max_size: int = DEFAULT_XENSTORE_MAX_SIZE
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class Config:
     """Everything the daemon takes from its configuration file."""
 

@@ -28,7 +28,9 @@ VALUE_TYPES: tuple[str, ...] = (*INTEGER_RANGES, *REAL_LIMITS, "string")
 CONFIG_TYPES: tuple[str, ...] = ("xml", "group", *VALUE_TYPES)
 CONTEXTS: tuple[str, ...] = ("host", "vm")
 
-_INTEGER = re.compile(r"[+-]?[0-9]+\Z")
+# An integer may carry a fractional part of zeros only: the C vhostmd's own
+# scripts print integers with printf %f ("28.000000"), which it publishes.
+_INTEGER = re.compile(r"([+-]?[0-9]+)(?:\.0*)?\Z")
 # float() also takes "nan", "inf" and "1_000"; readers of the C daemon use
 # strtod/strtoll, so only plain decimal notation is published.
 _REAL = re.compile(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?\Z")
@@ -44,14 +46,16 @@ def normalize(type_: str, text: str) -> str:
     """Return *text* as it is published for a metric of *type_*.
 
     Surrounding whitespace is stripped. Integers are rewritten in plain
-    decimal (``+07`` becomes ``7``); reals keep their text. Raises
+    decimal (``+07`` becomes ``7``, ``28.000000`` becomes ``28``: a
+    fractional part is accepted when it is all zeros); reals keep their text. Raises
     :class:`ValueError` with a reason when the text does not fit the type.
     """
     value = text.strip()
     if type_ in INTEGER_RANGES:
-        if not _INTEGER.match(value):
+        match = _INTEGER.match(value)
+        if not match:
             raise BadValue(f"{value!r} is not an integer")
-        number = int(value)
+        number = int(match.group(1))
         low, high = INTEGER_RANGES[type_]
         if not low <= number <= high:
             raise BadValue(f"{number} is out of range for {type_}")

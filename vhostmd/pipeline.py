@@ -23,7 +23,7 @@ from .state import TransportStatus
 log = logging.getLogger(__name__)
 
 
-@dataclass(slots=True)
+@dataclass
 class UpdateReport:
     """What one update did, for logs and status."""
 

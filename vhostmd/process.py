@@ -50,15 +50,22 @@ class PrivilegeError(Exception):
 
 
 def drop_privileges(user: str) -> None:
-    """Become *user* (and its primary group, no supplementary groups)."""
+    """Become *user*, with its primary group and its supplementary groups.
+
+    The supplementary groups are *user*'s own from the group database (as
+    the C vhostmd's initgroups), not root's: a service user added to the
+    ``qemu`` or ``libvirt-qemu`` group can still reach the channel sockets.
+    """
     try:
         entry = pwd.getpwnam(user)
     except KeyError:
         raise PrivilegeError(f"no such user {user!r}") from None
     if entry.pw_uid == 0 or entry.pw_gid == 0:
         raise PrivilegeError(f"user {user!r} has uid or gid 0; refusing to run as it")
+    if 0 in os.getgrouplist(user, entry.pw_gid):
+        raise PrivilegeError(f"user {user!r} is a member of group 0; refusing to run as it")
     try:
-        os.setgroups([])
+        os.initgroups(user, entry.pw_gid)
         os.setgid(entry.pw_gid)
         os.setuid(entry.pw_uid)
     except PermissionError as err:

@@ -184,7 +184,7 @@ class _VmElements:
         return self.fragment
 
 
-@dataclass(slots=True)
+@dataclass
 class Rendered:
     """One update's output: the whole document, and the fragments it is made of."""
 

@@ -30,7 +30,7 @@ STATUS_DIR_MODE = 0o755
 FORMAT = 1
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class DiskStatus:
     """One metrics disk: its size and how much the last document used."""
 
@@ -44,7 +44,7 @@ class DiskStatus:
         return self.used / self.size if self.size else 0.0
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class ChannelStatus:
     """The virtio channels, as counted by that transport."""
 
@@ -57,7 +57,7 @@ class ChannelStatus:
     notes: tuple[str, ...] = ()
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class TransportStatus:
     """What one publisher reports about itself."""
 
@@ -71,7 +71,7 @@ class TransportStatus:
     kind: str = "disks"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class UpdateStatus:
     """The last update: when, how long, how much, and what went wrong."""
 
@@ -87,7 +87,7 @@ class UpdateStatus:
     publish_errors: tuple[str, ...] = ()
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class DaemonStatus:
     """Everything the state file holds."""
 

@@ -81,12 +81,17 @@ class ActionRunner:
 
     def __init__(self, env: dict[str, str], concurrency: int = DEFAULT_CONCURRENCY):
         self._env = env
-        self._slots = asyncio.Semaphore(concurrency)
+        self._concurrency = concurrency
+        # Made in the running loop on first use: before Python 3.10 an
+        # asyncio.Semaphore binds to the loop current at its creation.
+        self._slots: asyncio.Semaphore | None = None
         #: Processes started since creation (shown by status and benchmarks).
         self.started = 0
 
     async def run(self, command: str, extra_env: dict[str, str], timeout: float) -> str:
         """Run *command*; return its standard output, or raise ActionFailed."""
+        if self._slots is None:
+            self._slots = asyncio.Semaphore(self._concurrency)
         async with self._slots:
             return await self._run(command, extra_env, timeout)
 

@@ -1,7 +1,7 @@
 """One update's collection: host metrics and every running VM's metrics.
 
 Built-ins are evaluated inline from the update's samples (the host sample is
-read once; the VM samples come from one bulk libvirt call). Only shell
+read once; the VM samples come from one trip to the libvirt thread). Only shell
 actions become tasks, and they run through the runner's bounded pool.
 """
 

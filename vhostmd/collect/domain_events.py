@@ -24,9 +24,12 @@ _STARTS = frozenset({libvirt.VIR_DOMAIN_EVENT_STARTED})
 _STOPS = frozenset({libvirt.VIR_DOMAIN_EVENT_STOPPED})
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class Tracked:
     """A running domain and the libvirt handle the bulk stats call takes."""
+
+    # One per VM: no per-instance dict (by hand, as for model.Domain).
+    __slots__ = ("domain", "handle", "raw_uuid")
 
     domain: Domain
     handle: object

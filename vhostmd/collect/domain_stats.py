@@ -1,14 +1,19 @@
-"""Per-VM figures from libvirt's bulk statistics call.
+"""Per-VM figures from libvirt: virDomainGetInfo, and the bulk stats call.
 
-One ``virConnectGetAllDomainStats`` / ``virDomainListGetStats`` call per
-update answers for every domain at once, as typed parameters keyed
-``group.field`` (``cpu.time``, ``balloon.current``, ...). This module names
-the groups the built-ins need and turns one domain's answer into a
-:class:`DomainSample` (pure functions); :mod:`vhostmd.virt` makes the call.
+The four figures the shipped configurations publish (CPU time, vCPUs,
+current and maximum memory) are exactly ``virDomainGetInfo``'s answer, and
+libvirt's QEMU driver answers it from what libvirtd already holds: the CPU
+time from /proc, the memory from the balloon's events. The bulk stats call
+(``virConnectGetAllDomainStats`` / ``virDomainListGetStats``) with the
+``cpu``, ``vcpu`` or ``balloon`` group sends one or two QEMU monitor
+commands per group per domain (docs/performance.md has the measurements),
+so these figures are taken from info(), one call per domain, on every
+driver. The bulk call is made only for a group that info() cannot answer
+(``memory_stats``), once per update, and asks for that group alone.
 
-Where a driver leaves a group out (libvirt's test driver answers only
-``state``), the missing fields are filled from ``virDomainGetInfo``, the
-cheapest per-domain call.
+This module names the groups, says which of them need the bulk call, and
+turns one domain's answers into a :class:`DomainSample` (pure functions);
+:mod:`vhostmd.virt` makes the calls.
 """
 
 from __future__ import annotations
@@ -26,7 +31,18 @@ GROUPS: dict[str, tuple[int, tuple[str, ...]]] = {
     "cpu": (libvirt.VIR_DOMAIN_STATS_CPU_TOTAL, ("cpu_time_ns",)),
     "vcpu": (libvirt.VIR_DOMAIN_STATS_VCPU, ("vcpus",)),
     "balloon": (libvirt.VIR_DOMAIN_STATS_BALLOON, ("memory_kib", "max_memory_kib")),
+    # The balloon group's figures beyond info(): libvirt's QEMU driver asks
+    # QEMU's monitor for them, per domain.
+    "memory_stats": (libvirt.VIR_DOMAIN_STATS_BALLOON, ("rss_kib",)),
 }
+
+#: The DomainSample fields virDomainGetInfo answers.
+INFO_FIELDS = frozenset({"state", "cpu_time_ns", "vcpus", "memory_kib", "max_memory_kib"})
+
+
+def bulk_groups(groups: frozenset[str]) -> frozenset[str]:
+    """The groups among *groups* that info() cannot answer: only they need the bulk call."""
+    return frozenset(g for g in groups if not INFO_FIELDS.issuperset(GROUPS[g][1]))
 
 #: Domain states that count as running: everything but shut off (and "no
 #: state"), as the reference's list of active domains.
@@ -46,6 +62,8 @@ class DomainSample(NamedTuple):
     vcpus: int | None = None
     memory_kib: int | None = None
     max_memory_kib: int | None = None
+    #: Resident memory of the domain's process (bulk stats ``balloon.rss``).
+    rss_kib: int | None = None
 
     @property
     def running(self) -> bool:
@@ -68,7 +86,7 @@ def flags_for(groups: frozenset[str]) -> int:
 
 #: The key that tells whether a driver answered each group at all.
 ANSWER_KEYS = {"state": "state.state", "cpu": "cpu.time", "vcpu": "vcpu.current",
-               "balloon": "balloon.current"}
+               "balloon": "balloon.current", "memory_stats": "balloon.rss"}
 
 
 def unanswered(groups: frozenset[str], records) -> frozenset[str]:
@@ -95,7 +113,7 @@ def parse_record(domain: Domain, stats: dict, info: list[int] | None = None) -> 
         mem = info[2] if mem is None else mem
         vcpus = info[3] if vcpus is None else vcpus
         cpu = info[4] if cpu is None else cpu
-    return DomainSample(domain, state, cpu, vcpus, mem, max_mem)
+    return DomainSample(domain, state, cpu, vcpus, mem, max_mem, get("balloon.rss"))
 
 
 def from_info(domain: Domain, info: list[int]) -> DomainSample:

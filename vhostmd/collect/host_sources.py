@@ -37,7 +37,7 @@ class NotYetAvailable(SourceUnavailable):
     """A value that needs more than one update (a rate); left out without a warning."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class MemInfo:
     """The /proc/meminfo fields free(1) uses, in KiB."""
 
@@ -63,7 +63,7 @@ class MemInfo:
         return max(0, self.swap_total - self.swap_free)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class CpuTimes:
     """The aggregate ``cpu`` line of /proc/stat, in clock ticks."""
 
@@ -73,7 +73,7 @@ class CpuTimes:
     idle: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class VmStat:
     """The /proc/vmstat counters the built-ins use (cumulative since boot)."""
 
@@ -84,7 +84,7 @@ class VmStat:
     pgfault: int  # page faults
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class NodeInfo:
     """libvirt's node info: what libvirt offers to VMs."""
 
@@ -92,7 +92,7 @@ class NodeInfo:
     memory_kib: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class Hypervisor:
     """libvirt's hypervisor driver and its version."""
 
@@ -107,7 +107,7 @@ class Hypervisor:
         return f"{self.type} {major}.{minor}.{release}"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class HostSample:
     """What one update read about the host; ``None`` where not needed or unreadable."""
 

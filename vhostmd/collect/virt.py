@@ -1,16 +1,19 @@
 """The libvirt connection: which VMs run, and their data.
 
-libvirt calls block, so every call runs on one dedicated thread; the asyncio
-loop (and with it the virtio channels) never waits on libvirt. A call that
-hangs holds only that thread: the update waiting for it gives up after
+libvirt calls block, so every call runs on one dedicated thread, the thread
+of libvirt's event loop (see _submit for why that one); the asyncio loop
+(and with it the virtio channels) never waits on libvirt. A call that hangs
+holds only that thread: the update waiting for it gives up after
 CALL_TIMEOUT and publishes the host metrics, and later updates skip the VMs
 (and say so) until it returns, rather than queueing behind it.
 
 Per update the daemon makes one trip to that thread (:meth:`Libvirt.fetch`):
-node info when host built-ins need it, and one bulk stats call for all
-running domains. The list of running domains comes from lifecycle events
-(:mod:`vhostmd.domain_events`), re-listed in full whenever the connection is
-(re)opened; libvirt's default event loop runs on its own thread for that.
+node info when host built-ins need it, and the VMs' figures: one
+virDomainGetInfo per running domain, which libvirt answers without asking
+QEMU, plus a bulk stats call only for groups info() cannot answer
+(:mod:`vhostmd.domain_stats`). The list of running domains comes from
+lifecycle events (:mod:`vhostmd.domain_events`), re-listed in full whenever
+the connection is (re)opened; libvirt's default event loop delivers those events.
 """
 
 from __future__ import annotations
@@ -18,13 +21,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from concurrent.futures import ThreadPoolExecutor
+from collections import deque
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 
 import libvirt
 
 from . import domain_stats
-from .domain_events import DomainTracker
+from .domain_events import DomainTracker, Tracked
 from .domain_stats import DomainSample
 from .host_sources import Hypervisor, NodeInfo
 from ..model import Domain
@@ -52,30 +56,65 @@ quiet_libvirt()
 CALL_TIMEOUT = 15.0
 _NOWAIT = getattr(libvirt, "VIR_CONNECT_GET_ALL_DOMAINS_STATS_NOWAIT", 0)
 _event_loop_lock = threading.Lock()
-_event_loop_started = False
+#: The event loop's timer that runs queued calls (None until the loop runs).
+_call_timer: int | None = None
+_calls: deque = deque()
 
 
 def start_event_loop() -> None:
     """Register libvirt's default event loop and run it on a daemon thread (once)."""
-    global _event_loop_started
+    global _call_timer
     with _event_loop_lock:
-        if _event_loop_started:
+        if _call_timer is not None:
             return
         libvirt.virEventRegisterDefaultImpl()
+        _call_timer = libvirt.virEventAddTimeout(-1, _run_calls, None)
 
         def run() -> None:
             while True:
                 libvirt.virEventRunDefaultImpl()
 
         threading.Thread(target=run, name="libvirt-events", daemon=True).start()
-        _event_loop_started = True
+
+
+def _submit(func, *args) -> Future:
+    """Run ``func(*args)`` on the event loop's thread, between two of its polls.
+
+    libvirt stops watching a connection's socket for the length of every
+    call and watches it again after. From any other thread each of those
+    two changes wakes the event loop (a pipe write, and a poll round on its
+    thread); on the loop's own thread they are plain updates. With one
+    virDomainGetInfo per domain per update that is hundreds of wake-ups
+    saved per update (docs/performance.md, "On a real host").
+    """
+    start_event_loop()
+    future: Future = Future()
+    _calls.append((future, func, args))
+    libvirt.virEventUpdateTimeout(_call_timer, 0)  # fire at the loop's next round
+    return future
+
+
+def _run_calls(timer: int, _opaque) -> None:
+    # Disarmed before the queue is emptied: a call queued after the last
+    # look re-arms it, so none is left waiting.
+    libvirt.virEventUpdateTimeout(timer, -1)
+    while _calls:
+        future, func, args = _calls.popleft()
+        if not future.set_running_or_notify_cancel():
+            continue
+        try:
+            result = func(*args)
+        except BaseException as err:  # handed to the caller, never out into libvirt
+            future.set_exception(err)
+        else:
+            future.set_result(result)
 
 
 class VirtError(Exception):
     """libvirt could not be reached or could not answer."""
 
 
-@dataclass(slots=True)
+@dataclass
 class Fetched:
     """One update's data from libvirt."""
 
@@ -93,19 +132,19 @@ class Libvirt:
         #: Seconds an update waits for a libvirt call before giving up on it.
         self.timeout = CALL_TIMEOUT if timeout is None else timeout
         self._conn: libvirt.virConnect | None = None
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="libvirt")
         self._pending: asyncio.Future | None = None
+        self._job: Future | None = None
         self._lock = threading.Lock()
         self.tracker = DomainTracker()
         self._callback_id: int | None = None
         self._lost = threading.Event()
         self._hypervisor: Hypervisor | None = None
         self._nowait = _NOWAIT
-        #: Stats groups the driver left out, answered per domain by info() instead.
+        #: Bulk-only stats groups the driver left out (logged once each).
         self._fallback_logged: set[str] = set()
         #: Groups the driver answered for no domain on this connection. Once
-        #: every group asked for is among them, the bulk call would bring
-        #: only the state, which info() brings too: it is left out.
+        #: every bulk-only group asked for is among them, the bulk call would
+        #: bring only the state, which info() brings too: it is left out.
         self._unanswered: frozenset[str] = frozenset()
         #: Connections opened since creation (each one re-lists the domains).
         self.opened = 0
@@ -118,8 +157,8 @@ class Libvirt:
         """Run ``func(conn, *args)`` on the libvirt thread; raise VirtError on failure."""
         if self._pending is not None and not self._pending.done():
             raise VirtError("a previous libvirt call has not returned yet")
-        loop = asyncio.get_running_loop()
-        self._pending = loop.run_in_executor(self._executor, self._call, func, args)
+        self._job = _submit(self._call, func, args)
+        self._pending = asyncio.wrap_future(self._job)
         try:
             # shield: giving up must not cancel the call, which still holds
             # the thread; the next caller sees it pending instead.
@@ -219,12 +258,14 @@ class Libvirt:
         return [s.domain for s in fetched.samples]
 
     async def fetch(self, groups: frozenset[str], node: bool = False) -> Fetched:
-        """The running domains and, in one bulk call, their stats *groups*.
+        """The running domains and their stats *groups*.
 
-        The ``state`` group is always fetched: events keep the list of domains
-        to ask about current without re-listing, but one may arrive after the
-        update has begun, so the bulk answer's state is what decides whether a
-        domain still runs. With *node*, libvirt's node info and hypervisor
+        Groups info() answers come from one virDomainGetInfo per domain, and
+        the state it reports decides whether a domain still runs (events keep
+        the list of domains to ask about current, but one may arrive after
+        the update has begun). Groups info() cannot answer take one bulk
+        stats call, for those groups alone. With no groups, one bulk call
+        for the state alone. With *node*, libvirt's node info and hypervisor
         version are fetched too.
         """
         return await self.call(self._fetch, groups, node)
@@ -241,9 +282,12 @@ class Libvirt:
         return fetched
 
     def _stats(self, conn: libvirt.virConnect, groups: frozenset[str]) -> list[DomainSample]:
-        if groups and self.tracker.live and groups <= self._unanswered:
-            return self._infos(self.tracker.tracked())
-        mask = domain_stats.flags_for(groups)
+        bulk = domain_stats.bulk_groups(groups)
+        if groups and (not bulk or (self.tracker.live and bulk <= self._unanswered)):
+            # Everything asked for is info()'s; or the driver has shown that
+            # it answers none of the other groups (the fields stay empty).
+            return self._infos(self._running(conn))
+        mask = domain_stats.flags_for(bulk)
         known: dict[bytes, Domain] = {}
         if self.tracker.live:
             tracked = self.tracker.tracked()
@@ -254,17 +298,18 @@ class Libvirt:
             records = self._bulk(lambda f: conn.getAllDomainStats(
                 mask, libvirt.VIR_CONNECT_GET_ALL_DOMAINS_STATS_ACTIVE | f))
         # An empty answer says nothing about which groups the driver knows.
-        missing = domain_stats.unanswered(groups, records) if records else frozenset()
+        missing = domain_stats.unanswered(bulk, records) if records else frozenset()
         if missing - self._fallback_logged:
-            log.info("libvirt does not answer stats group(s) %s; using per-domain info() for them",
+            log.info("libvirt does not answer stats group(s) %s; their metrics are left out",
                      ", ".join(sorted(missing)))
             self._fallback_logged |= missing
         if records:
             self._unanswered = missing
+        with_info = bool(groups - bulk)
         samples, stopped = [], []
         for dom, stats in records:
             info = None
-            if missing:
+            if with_info:
                 info = _info(dom)
                 if info is None:
                     continue  # stopped since the bulk call
@@ -277,6 +322,13 @@ class Libvirt:
             self.tracker.forget(stopped)
         samples.sort(key=_by_id)
         return samples
+
+    def _running(self, conn: libvirt.virConnect) -> list[Tracked]:
+        """The running domains by id: from events, or listed now where the driver has none."""
+        if self.tracker.live:
+            return self.tracker.tracked()
+        handles = conn.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE)
+        return sorted((Tracked(_domain(h), h, b"") for h in handles), key=lambda t: t.domain.id)
 
     def _infos(self, tracked) -> list[DomainSample]:
         """Samples from one virDomainGetInfo per tracked domain (already in id order)."""
@@ -308,7 +360,8 @@ class Libvirt:
 
     def close(self) -> None:
         """Close the connection; a call still stuck in libvirt is abandoned."""
-        self._executor.shutdown(wait=False, cancel_futures=True)
+        if self._job is not None:
+            self._job.cancel()  # only if it has not started
         if self._lock.acquire(blocking=False):
             try:
                 self._drop()

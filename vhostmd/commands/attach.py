@@ -46,7 +46,7 @@ class AttachError(Exception):
     """Attaching or detaching cannot be done; the message says why."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class Device:
     """One device vhostmd puts into a domain."""
 
@@ -55,7 +55,7 @@ class Device:
     description: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class Outcome:
     """What attach or detach did (or, with --print, would do)."""
 

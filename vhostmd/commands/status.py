@@ -24,7 +24,7 @@ STALE_PERIODS = 3
 EXIT_HEALTHY, EXIT_DEGRADED, EXIT_NOT_RUNNING, EXIT_UNKNOWN = 0, 1, 3, 4
 
 
-@dataclass(slots=True)
+@dataclass
 class Verdict:
     """What ``status`` concluded, with its exit status."""
 

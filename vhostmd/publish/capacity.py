@@ -31,7 +31,7 @@ _SAMPLE_DOMAIN = Domain(99999, "", "00000000-0000-0000-0000-000000000000")
 WARN_AT, CLEAR_AT = 0.9, 0.8
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class Capacity:
     """The disk's room for VMs under one configuration."""
 

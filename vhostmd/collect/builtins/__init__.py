@@ -4,8 +4,9 @@ A configuration selects one with ``<builtin>NAME</builtin>`` in place of
 ``<action>``. Host built-ins read from the update's :class:`HostView` (the
 host sample, read once per update however many metrics use it, and the
 previous one for rates); vm built-ins read from the domain's
-:class:`~vhostmd.domain_stats.DomainSample`, filled by one bulk libvirt call
-per update. docs/builtins.md lists them all.
+:class:`~vhostmd.collect.domain_stats.DomainSample`, filled from virDomainGetInfo
+(and a bulk stats call only for groups info() lacks) once per update.
+docs/builtins.md lists them all.
 """
 
 from __future__ import annotations
@@ -48,5 +49,5 @@ def host_sources(metrics) -> frozenset[str]:
 
 
 def vm_groups(metrics) -> frozenset[str]:
-    """The bulk-stats groups the vm built-ins among *metrics* need."""
+    """The stats groups (vhostmd.collect.domain_stats.GROUPS) the vm built-ins among *metrics* need."""
     return host_sources(metrics)

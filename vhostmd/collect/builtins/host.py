@@ -11,7 +11,7 @@ from .spec import Builtin
 MIB = 1024 * 1024
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class HostView:
     """What a host built-in sees: this update's sample and the previous one."""
 

@@ -15,7 +15,7 @@ KIND_TYPES: dict[str, tuple[str, ...]] = {
 }
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class Builtin:
     """A built-in collector."""
 

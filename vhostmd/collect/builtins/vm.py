@@ -1,4 +1,10 @@
-"""VM built-ins: each reads one domain's sample from the update's bulk stats call."""
+"""VM built-ins: each reads one domain's sample of the update.
+
+The sample's figures come from virDomainGetInfo, which libvirt answers
+without asking QEMU; only ``vm.memory_rss_mib`` needs the bulk stats call's
+balloon group, for which libvirt's QEMU driver sends monitor commands to
+every domain (see vhostmd.domain_stats).
+"""
 
 from __future__ import annotations
 
@@ -12,13 +18,14 @@ if TYPE_CHECKING:  # domain_stats imports libvirt: parsing a configuration must 
 
 
 _LABELS = {
-    "cpu_time_ns": "cpu.time", "vcpus": "vcpu.current",
-    "memory_kib": "balloon.current", "max_memory_kib": "balloon.maximum",
+    "cpu_time_ns": "CPU time", "vcpus": "vCPU count",
+    "memory_kib": "current memory", "max_memory_kib": "maximum memory",
+    "rss_kib": "balloon.rss (bulk stats)",
 }
 
 
 def _unanswered(name: str) -> SourceUnavailable:
-    return SourceUnavailable(f"libvirt's stats gave no {_LABELS[name]} for this domain in this update")
+    return SourceUnavailable(f"libvirt gave no {_LABELS[name]} for this domain in this update")
 
 
 # One plain function per built-in, reading its field directly: they run
@@ -47,19 +54,31 @@ def _memory_current_mib(s: DomainSample) -> int:
     return s.memory_kib // 1024
 
 
+def _memory_rss_mib(s: DomainSample) -> int:
+    if s.rss_kib is None:
+        raise _unanswered("rss_kib")
+    return s.rss_kib // 1024
+
+
 def _b(name, kind, read, unit, doc, groups):
     return Builtin(name, "vm", kind, 1, read, unit, doc, frozenset(groups))
 
 
 BUILTINS = (
     _b("vm.cpu_time_s", "real", _cpu_time_s, "s",
-       "CPU time the domain used: stats 'cpu.time' (virsh dominfo 'CPU time')", ("cpu",)),
+       "CPU time the domain used: virDomainGetInfo's cpuTime (virsh dominfo 'CPU time')",
+       ("cpu",)),
     _b("vm.vcpus", "int", _vcpus, "",
-       "the domain's current vCPU count: stats 'vcpu.current' (virsh dominfo 'CPU(s)')", ("vcpu",)),
+       "the domain's current vCPU count: virDomainGetInfo's nrVirtCpu (virsh dominfo 'CPU(s)')",
+       ("vcpu",)),
     _b("vm.memory_max_mib", "int", _memory_max_mib, "MiB",
-       "the domain's maximum memory: stats 'balloon.maximum' (virsh dominfo 'Max memory')",
+       "the domain's maximum memory: virDomainGetInfo's maxMem (virsh dominfo 'Max memory')",
        ("balloon",)),
     _b("vm.memory_current_mib", "int", _memory_current_mib, "MiB",
-       "the domain's current memory: stats 'balloon.current' (virsh dominfo 'Used memory')",
+       "the domain's current memory: virDomainGetInfo's memory (virsh dominfo 'Used memory')",
        ("balloon",)),
+    _b("vm.memory_rss_mib", "int", _memory_rss_mib, "MiB",
+       "resident memory of the domain's process: bulk stats 'balloon.rss' (virsh domstats "
+       "--balloon); costs QEMU monitor commands per domain per update on libvirt's QEMU driver",
+       ("memory_stats",)),
 )

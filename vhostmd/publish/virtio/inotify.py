@@ -7,7 +7,6 @@ instead of rescanning the channel directory on a timer.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import errno
 import os
 import struct
@@ -86,7 +85,12 @@ _LIBC = None
 def _libc():
     global _LIBC
     if _LIBC is None:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        # The C library is already loaded into the interpreter: its symbols
+        # are found through the process's own handle. Not
+        # ctypes.util.find_library, which runs /sbin/ldconfig to search.
+        libc = ctypes.CDLL(None, use_errno=True)
+        if not hasattr(libc, "inotify_init1"):
+            libc = ctypes.CDLL("libc.so.6", use_errno=True)
         libc.inotify_init1.argtypes = [ctypes.c_int]
         libc.inotify_add_watch.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_uint32]
         libc.inotify_rm_watch.argtypes = [ctypes.c_int, ctypes.c_int]

@@ -9,7 +9,7 @@ channels are served here, on a thread of their own, while finding and
 connecting them stays in the event loop (:mod:`.transport`).
 
 The thread owns the channel sockets outright: the event loop hands it
-connected sockets and close requests through a queue and an eventfd, and
+connected sockets and close requests through a queue and a wake-up pipe, and
 hears of a channel the guest's side closed through ``on_closed``. No socket
 is touched by two threads. Answers are published by replacing one
 ``Answers`` reference per update, so a request never sees one update's host
@@ -79,7 +79,7 @@ class Answers(NamedTuple):
 NO_ANSWERS = Answers(None, {})
 
 
-@dataclass(slots=True)
+@dataclass
 class ServingStats:
     """Counters kept by the serving thread (read, never written, elsewhere)."""
 
@@ -297,7 +297,9 @@ class ServingThread:
         #: The latest update's fragments, replaced whole at each update.
         self.answers: Answers = NO_ANSWERS
         self._epoll = select.epoll()
-        self._wake = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+        # A pipe rather than an eventfd (os.eventfd needs Python 3.10): the
+        # event loop writes a byte to wake the thread, which reads them all.
+        self._wake, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self._epoll.register(self._wake, _IN)
         self._commands: deque[_Command] = deque()
         self._channels: dict[int, Channel] = {}
@@ -339,12 +341,16 @@ class ServingThread:
         self._stopped = True
         self._epoll.close()
         os.close(self._wake)
+        os.close(self._wake_w)
 
     def _post(self, command: _Command) -> None:
         with self._post_lock:
             if not self._ended:
                 self._commands.append(command)
-                os.eventfd_write(self._wake, 1)
+                try:
+                    os.write(self._wake_w, b"\0")
+                except BlockingIOError:
+                    pass  # the pipe is full: the thread has wake-ups pending anyway
                 return
         self._refuse(command)
 
@@ -441,7 +447,10 @@ class ServingThread:
 
     def _commands_run(self) -> bool:
         """Carry out the event loop's commands; True once told to stop."""
-        os.eventfd_read(self._wake)
+        try:
+            os.read(self._wake, 4096)
+        except BlockingIOError:
+            pass
         commands = self._commands
         while commands:
             command = commands.popleft()

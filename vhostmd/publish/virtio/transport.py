@@ -55,7 +55,7 @@ _WATCH_TOP = IN_CREATE | IN_MOVED_TO | IN_ONLYDIR
 _WATCH_VM_DIR = IN_CREATE | IN_MOVED_TO | IN_ONLYDIR | IN_DONT_FOLLOW
 
 
-@dataclass(slots=True)
+@dataclass
 class VirtioStats:
     """Counters since the transport started (for status and benchmarks)."""
 
@@ -68,20 +68,26 @@ class VirtioStats:
     connect_failures: int = 0
 
 
-@dataclass(eq=False, slots=True)
 class _Vm:
-    """A VM with metrics: what it is sent, and the state of its channel."""
+    """A VM with metrics: what it is sent, and the state of its channel.
 
-    domain: Domain
-    fragment: Fragment | None = None
-    #: Clock time of the last update that brought metrics for it.
-    updated: float = 0.0
-    channel: "Channel | None" = None
-    #: No connection attempt before this clock time (back-off).
-    retry_at: float = 0.0
-    delay: float = 0.0
-    #: Whether the first failure to connect has been logged.
-    failure_logged: bool = False
+    One per VM, updated on every update: a plain class with ``__slots__``
+    (no per-instance dict), equal only to itself.
+    """
+
+    __slots__ = ("domain", "fragment", "updated", "channel", "retry_at", "delay", "failure_logged")
+
+    def __init__(self, domain: Domain, delay: float = 0.0):
+        self.domain = domain
+        self.fragment: Fragment | None = None
+        #: Clock time of the last update that brought metrics for it.
+        self.updated = 0.0
+        self.channel: Channel | None = None
+        #: No connection attempt before this clock time (back-off).
+        self.retry_at = 0.0
+        self.delay = delay
+        #: Whether the first failure to connect has been logged.
+        self.failure_logged = False
 
     def describe(self) -> str:
         return f"VM {self.domain.name!r} (id {self.domain.id})"
