@@ -60,6 +60,35 @@ def open_regular(path: Path, flags: int, mode: int) -> int:
     return fd
 
 
+def replace_file(path: Path, data: bytes, mode: int) -> None:
+    """Replace *path* with *data* atomically: readers see the old file or the new, whole.
+
+    The data goes to a temporary file beside *path*, which is then renamed
+    over it; on any failure the temporary file is removed. Raises OSError
+    or FileRefused.
+    """
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        fd = open_regular(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+        try:
+            os.fchmod(fd, mode)
+            while data:
+                data = data[os.write(fd, data):]
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
 def _user(uid: int) -> str:
     try:
         return f"uid {uid} ({pwd.getpwuid(uid).pw_name})"

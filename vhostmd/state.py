@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 from . import __version__
-from .files import FileRefused, open_regular
+from .files import FileRefused, replace_file
 
 log = logging.getLogger(__name__)
 
@@ -180,19 +180,8 @@ class StatusFile:
 
     def write(self, status: DaemonStatus) -> bool:
         """Replace the file with *status*; a failure is logged once, not every update."""
-        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
         try:
-            try:
-                os.unlink(tmp)
-            except FileNotFoundError:
-                pass
-            fd = open_regular(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, STATUS_MODE)
-            try:
-                os.fchmod(fd, STATUS_MODE)
-                os.write(fd, status.to_json().encode())
-            finally:
-                os.close(fd)
-            os.replace(tmp, self.path)
+            replace_file(self.path, status.to_json().encode(), STATUS_MODE)
         except (OSError, FileRefused) as err:
             if not self._failing:
                 log.warning("cannot write state file %s: %s", self.path, getattr(err, "strerror", None) or err)

@@ -10,10 +10,9 @@ over the old one: a reader sees the old or the new file, never a mix.
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 
-from .files import FileRefused, open_regular
+from .files import FileRefused, replace_file
 
 log = logging.getLogger(__name__)
 
@@ -33,26 +32,9 @@ class PrometheusFile:
 
     def write(self, text: str) -> bool:
         """Replace the file with *text*; False (and nothing left behind) on failure."""
-        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
         try:
-            try:
-                os.unlink(tmp)
-            except FileNotFoundError:
-                pass
-            fd = open_regular(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
-            try:
-                os.fchmod(fd, FILE_MODE)
-                data = text.encode()
-                while data:
-                    data = data[os.write(fd, data):]
-            finally:
-                os.close(fd)
-            os.replace(tmp, self.path)
+            replace_file(self.path, text.encode(), FILE_MODE)
         except (OSError, FileRefused) as err:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
             if not self._failing:
                 log.warning("cannot write the Prometheus file %s: %s",
                             self.path, getattr(err, "strerror", None) or err)
