@@ -325,8 +325,10 @@ async def measure(args, channels: int) -> dict:
     else:
         node_file(work / "node.xml", total)
         daemon_config(work / "vhostmd.conf", channel_path, total, args.period)
+        # Its own pid and state files: run as root, it must not take the system's.
         cmd = [sys.executable, "-m", "vhostmd", "-d", "-c", f"test://{work / 'node.xml'}",
-               "-f", str(work / "vhostmd.conf")]
+               "-f", str(work / "vhostmd.conf"), "-p", str(work / "vhostmd.pid"),
+               "--status-file", str(work / "status.json")]
     log = open(work / "server.log", "w+")  # a file: a full pipe would block the server
     proc = subprocess.Popen(cmd, env=env, stderr=log, text=True)
     try:

@@ -78,7 +78,8 @@ def test_daemon_notifies_ready_status_reload_and_stop(tmp_path, listener):
 """)
     env = dict(os.environ, NOTIFY_SOCKET=str(path))
     proc = subprocess.Popen(
-        [sys.executable, "-m", "vhostmd", "-d", "-c", URI, "-f", str(conf), "-p", str(tmp_path / "pid")],
+        [sys.executable, "-m", "vhostmd", "-d", "-c", URI, "-f", str(conf), "-p", str(tmp_path / "pid"),
+         "--status-file", str(tmp_path / "status.json")],
         cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     stopped = False
