@@ -16,7 +16,7 @@ from .disk import DiskError, MetricsDisk
 from .per_vm_disks import open_per_vm_disks
 from .pipeline import Pipeline, UpdateReport, open_disk
 from .sdnotify import Notifier
-from .status import DaemonStatus, StatusFile, UpdateStatus, summary
+from .status import DaemonStatus, StatusFile, UpdateStatus, process_start, summary
 from .virt import Libvirt
 from .virtio_channels import VirtioServer, open_virtio
 
@@ -61,6 +61,7 @@ class Daemon:
         self.status_file = status_file
         self.notifier = notifier or Notifier(None)
         self.started = time.time()
+        self._process_start = process_start(os.getpid()) or 0
         self._problems = ProblemLog()
         self._stop = asyncio.Event()
         self._reload = asyncio.Event()
@@ -101,6 +102,7 @@ class Daemon:
             config=str(self.config_path),
             update_period=self.config.update_period,
             running=running,
+            process_start=self._process_start,
             last_update=UpdateStatus(
                 started=report.started, duration=report.duration, cpu=report.cpu,
                 vms=report.vms, metrics=report.metrics, document_bytes=report.document_bytes,

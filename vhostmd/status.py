@@ -4,7 +4,9 @@ After every update the running daemon replaces a small JSON file (by default
 /run/vhostmd/status.json, mode 0644 in a 0755 directory) so that anyone on
 the host can see how it is doing without root and without talking to it.
 ``vhostmd status`` reads that file and says whether the daemon that wrote it
-is still running.
+is still running: the process with that pid must also have the start time
+the daemon recorded, so a pid reused by another process (even another
+vhostmd) is never taken for the daemon.
 
 Each transport contributes a :class:`TransportStatus` through an optional
 ``status()`` method on its publisher; the daemon gathers them as they are.
@@ -101,6 +103,9 @@ class DaemonStatus:
     config: str
     update_period: int
     running: bool = True
+    #: The daemon's start time in clock ticks after boot (/proc/PID/stat,
+    #: field 22): with the pid, it names the process (0: not recorded).
+    process_start: int = 0
     version: str = __version__
     last_update: UpdateStatus | None = None
     transports: tuple[TransportStatus, ...] = ()
@@ -127,6 +132,9 @@ class DaemonStatus:
                 )
                 for t in data.get("transports", ())
             )
+            for key in ("pid", "process_start"):
+                if type(data.get(key, 0)) is not int:
+                    raise TypeError(f"{key} is not an integer")
             return _build(
                 cls, data,
                 last_update=_build(
@@ -200,14 +208,35 @@ def read(path: Path) -> DaemonStatus:
     return DaemonStatus.from_json(Path(path).read_text())
 
 
-def process_alive(pid: int) -> bool:
-    """Whether *pid* is a running vhostmd (a reused pid of another program is not)."""
+def process_start(pid: int) -> int | None:
+    """When process *pid* started, in clock ticks after boot; None if unknown."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+        # The command name (field 2) may hold spaces and parentheses.
+        return int(text.rsplit(")", 1)[1].split()[19])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def process_alive(pid: int, started: int = 0) -> bool:
+    """Whether *pid* is the running vhostmd that started at *started* (clock ticks).
+
+    A pid reused by another process is not: its start time differs. Without
+    a recorded start time (an older state file) the command line must name
+    vhostmd.
+    """
+    if pid <= 0:
+        return False
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         pass
+    if started:
+        now = process_start(pid)
+        if now is not None:
+            return now == started
     try:
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
@@ -341,7 +370,7 @@ def main(argv: list[str]) -> int:
         why = getattr(err, "strerror", None) or str(err)
         print(f"vhostmd status: cannot read {args.status_file}: {why}", file=sys.stderr)
         return EXIT_UNKNOWN
-    alive = status is not None and status.running and process_alive(status.pid)
+    alive = status is not None and status.running and process_alive(status.pid, status.process_start)
     verdict = judge(status, args.status_file, now, alive)
     if args.json:
         out = {
