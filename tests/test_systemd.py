@@ -137,6 +137,8 @@ def test_unit_file_settings():
     assert settings["Type"] == ["notify"]
     assert settings["ExecReload"] == ["/bin/kill -HUP $MAINPID"]
     assert settings["Restart"] == ["on-failure"]
+    # Actions that leave their process group (setsid) are still killed.
+    assert settings["KillMode"] == ["control-group"]
     for key in ("ProtectSystem", "PrivateTmp", "NoNewPrivileges", "ProtectHome"):
         assert key in settings
     assert "/dev/shm" in settings["ReadWritePaths"][0]

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from . import __version__, capacity, config as config_mod, per_vm_disks, status as status_mod, system
 from .config import Config, ConfigError
-from .daemon import Daemon
+from .daemon import STOP_SIGNALS, Daemon, block_signals, unblock_signals
 from .disk import DiskError
 from .pidfile import DEFAULT_PID_FILE, PidFile, PidFileError
 from .pipeline import open_disk
@@ -113,6 +113,10 @@ def main(argv: list[str] | None = None) -> int:
     if argv and argv[0] in SUBCOMMANDS:
         return SUBCOMMANDS[argv[0]](argv[1:])
     args = build_parser().parse_args(argv)
+    if not args.check:
+        # Before the disk, the state directory or the pid file is created;
+        # they stay blocked when main returns, as the process then exits.
+        block_signals()
     foreground = args.no_daemonize or args.once or args.check
     system.setup_logging(foreground=True, verbose=args.verbose)
     try:
@@ -194,11 +198,22 @@ async def _run(config: Config, args, virt: Libvirt, disk, status_file: StatusFil
     daemon = Daemon(config, args.config, virt, disk, status_file, Notifier.from_environment(),
                     virtio=virtio)
     if args.once:
-        await daemon.pipeline.start()
+        # A stop signal ends the one update early, with the clean-up below.
+        loop, task = asyncio.get_running_loop(), asyncio.current_task()
+        for sig in STOP_SIGNALS:
+            loop.add_signal_handler(sig, task.cancel)
+        unblock_signals()
         try:
-            report = await daemon.update()
+            await daemon.pipeline.start()
+            try:
+                report = await daemon.update()
+            finally:
+                await daemon.pipeline.stop()
+        except asyncio.CancelledError:
+            log.info("stopped by a signal; nothing more published")
+            return EXIT_FAILURE
         finally:
-            await daemon.pipeline.stop()
+            block_signals()
         if status_file is not None:
             status_file.write(daemon.status(running=False))
         return EXIT_OK if report.published else EXIT_FAILURE

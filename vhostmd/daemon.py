@@ -23,6 +23,25 @@ from .virtio_channels import VirtioServer, open_virtio
 log = logging.getLogger(__name__)
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT)
+#: The signals the daemon handles: blocked from the start of the command
+#: line until their handlers are in place (``block_signals``).
+HANDLED_SIGNALS = (*STOP_SIGNALS, signal.SIGHUP)
+
+
+def block_signals() -> None:
+    """Hold the handled signals until ``Daemon.run`` (or ``--once``) handles them.
+
+    Called before anything is created: a SIGTERM between the pid file's
+    creation and the handlers' installation would otherwise kill the
+    process with its default action and leave the pid file behind. A
+    signal that arrives meanwhile waits, and is handled once unblocked.
+    """
+    signal.pthread_sigmask(signal.SIG_BLOCK, HANDLED_SIGNALS)
+
+
+def unblock_signals() -> None:
+    """Deliver the handled signals again (their handlers must be installed)."""
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, HANDLED_SIGNALS)
 
 
 class ProblemLog:
@@ -130,6 +149,8 @@ class Daemon:
         for sig in STOP_SIGNALS:
             loop.add_signal_handler(sig, self.stop)
         loop.add_signal_handler(signal.SIGHUP, self.request_reload)
+        # Handled from now on; one that came during start-up is delivered here.
+        unblock_signals()
         await self.pipeline.start()
         try:
             await self._loop(loop)
@@ -140,7 +161,10 @@ class Daemon:
             try:
                 await self.pipeline.stop()
             finally:
-                for sig in (*STOP_SIGNALS, signal.SIGHUP):
+                # Held again until the process exits: one arriving while the
+                # pid file is removed must not kill it half-way.
+                block_signals()
+                for sig in HANDLED_SIGNALS:
                     loop.remove_signal_handler(sig)
             if self.status_file is not None:
                 self.status_file.write(self.status(running=False))
