@@ -56,7 +56,10 @@ READ_CHUNK = 1024
 #: While requests keep coming (batches less than BUSY_GAP seconds apart), the
 #: thread waits COALESCE seconds before it looks for more: a request waits at
 #: most that long, and each wake-up (the largest cost per request after the
-#: system calls) serves several requests.
+#: system calls) serves several requests. Only guests within their rate count
+#: as coming: guests held to their rate (flooding, sending garbage) would
+#: otherwise keep the thread "busy" on their own and make every other guest
+#: wait the COALESCE for nothing.
 COALESCE = 0.004
 BUSY_GAP = 0.010
 
@@ -87,6 +90,11 @@ class TokenBucket:
         self.burst = float(burst)
         self._tokens = self.burst
         self._stamp = now
+
+    @property
+    def empty(self) -> bool:
+        """Whether the last take left less than a token (the rate is reached)."""
+        return self._tokens < 1.0
 
     def take(self, now: float) -> float:
         """Take a token: 0 if there was one, else the seconds until there is."""
@@ -154,6 +162,11 @@ class Channel:
         """Bytes of answer waiting in the daemon for the guest to read."""
         out = self._out
         return len(out) if out is not None else 0
+
+    @property
+    def throttled(self) -> bool:
+        """Whether its guest asks at its rate limit (its answers are paced)."""
+        return self._bucket.empty
 
     @property
     def reading(self) -> bool:
@@ -403,6 +416,7 @@ class ServingThread:
             timeout = -1.0
             if timers:
                 timeout = max(0.0, timers[0][0] - _monotonic())
+            busy = False
             for fd, mask in poll(timeout):
                 channel = channels.get(fd)
                 if channel is None:
@@ -419,6 +433,7 @@ class ServingThread:
                 except Exception as err:  # a bug must cost one channel, not all of them
                     log.exception("virtio: serving %s failed", channel.describe())
                     self.drop(channel, err)
+                busy = busy or not channel.throttled
             if timers:
                 now = _monotonic()
                 while timers and timers[0][0] <= now:
@@ -429,7 +444,8 @@ class ServingThread:
                         except Exception as err:
                             log.exception("virtio: serving %s failed", channel.describe())
                             self.drop(channel, err)
-            served = _monotonic()
+            if busy:  # timers serve throttled guests only: they do not count
+                served = _monotonic()
 
     def _commands_run(self) -> bool:
         """Carry out the event loop's commands; True once told to stop."""
