@@ -37,7 +37,8 @@ def test_a_reused_pid_is_not_the_daemon_even_if_it_says_vhostmd(tmp_path):
         # Its pid taken by another process whose command line names vhostmd.
         impostor = subprocess.Popen(
             [sys.executable, "-c", "import sys, time; time.sleep(60)", "/usr/sbin/vhostmd", "-d"])
-        assert b"vhostmd" in open(f"/proc/{impostor.pid}/cmdline", "rb").read()
+        # (Empty until the child has exec'd.)
+        wait_for(lambda: b"vhostmd" in open(f"/proc/{impostor.pid}/cmdline", "rb").read())
         recorded["pid"] = impostor.pid
         state.write_text(json.dumps(recorded))
         reused = vhostmd("status", "--status-file", str(state))
