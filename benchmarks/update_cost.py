@@ -65,8 +65,9 @@ def worker(config_name: str, vms: int, warmup: int, updates: int) -> dict:
 
     from benchmarks.nodes import write_node
     from vhostmd import config as config_mod
-    from vhostmd.pipeline import Pipeline, open_disk
-    from vhostmd.virt import Libvirt
+    from vhostmd.pipeline import Pipeline
+    from vhostmd.transports import close_transports, open_transports, start_transports
+    from vhostmd.collect.virt import Libvirt
 
     with tempfile.TemporaryDirectory(prefix="vhostmd-bench-") as tmp_name:
         tmp = Path(tmp_name)
@@ -76,11 +77,11 @@ def worker(config_name: str, vms: int, warmup: int, updates: int) -> dict:
         conf.write_text(_localize(CONFIGS[config_name].read_text(), tmp))
         config = config_mod.load(conf)
         virt = Libvirt(uri)
-        disk = open_disk(config)
+        publishers = open_transports(config, once=True)
 
         async def run() -> list[dict]:
-            pipeline = Pipeline(config, virt, disk)
-            await pipeline.start()
+            pipeline = Pipeline(config, virt, publishers)
+            await start_transports(publishers)
             rows = []
             try:
                 for i in range(warmup + updates):
@@ -101,7 +102,7 @@ def worker(config_name: str, vms: int, warmup: int, updates: int) -> dict:
                         rows.append(row)
                     await asyncio.sleep(0.05)
             finally:
-                await pipeline.stop()
+                await close_transports(publishers)
             return rows
 
         try:

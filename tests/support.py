@@ -171,9 +171,17 @@ def stop(proc: subprocess.Popen, sig: int = signal.SIGTERM, timeout: float = 10)
     return err
 
 
-def disk_document(path: Path) -> str:
-    """The document on a disk, once one has been published (header checked)."""
+def disk_document(path: Path, timeout: float = 5) -> str:
+    """The document on a disk, once one has been published (header checked).
+
+    Like a guest, it reads again while the daemon is writing (busy set):
+    a running daemon may be half-way through the next update.
+    """
+    deadline = time.monotonic() + timeout
     disk = read_disk(path)
+    while disk.busy and time.monotonic() < deadline:
+        time.sleep(0.01)
+        disk = read_disk(path)
     assert disk.signature == b"mvbd"
     assert disk.busy == 0
     assert disk.sum == signed_sum(disk.content)

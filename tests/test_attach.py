@@ -21,9 +21,9 @@ import libvirt
 import pytest
 from lxml import etree
 
-from vhostmd import attach as attach_mod
+from vhostmd.commands import attach as attach_mod
 from vhostmd import config as config_mod
-from vhostmd.attach import AttachError, attach, detach
+from vhostmd.commands.attach import AttachError, attach, detach
 
 ROOT = Path(__file__).resolve().parents[1]
 UUID = "5a5a5a5a-0000-4000-8000-00000000abcd"

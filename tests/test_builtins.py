@@ -18,9 +18,9 @@ import pytest
 
 from benchmarks.nodes import write_node
 from vhostmd import config as config_mod
-from vhostmd.actions import ActionRunner
-from vhostmd.collect import Collector
-from vhostmd.virt import Libvirt
+from vhostmd.collect.actions import ActionRunner
+from vhostmd.collect.collector import Collector
+from vhostmd.collect.virt import Libvirt
 
 ROOT = Path(__file__).resolve().parent.parent
 SAP = ROOT / "conf" / "vhostmd.conf"

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from vhostmd import builtins, config as config_mod
+from vhostmd.collect import builtins
+
+from vhostmd import config as config_mod
 from vhostmd.config import ConfigError
 
 HEAD = b"""<?xml version="1.0"?>

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from vhostmd import builtins, host_sources as hs
-from vhostmd.builtins.host import HostView
-from vhostmd.host_sources import HostSample, NotYetAvailable, SourceUnavailable
-from vhostmd.metric_types import BadValue
+from vhostmd.collect import builtins, host_sources as hs
+from vhostmd.collect.builtins.host import HostView
+from vhostmd.collect.host_sources import HostSample, NotYetAvailable, SourceUnavailable
+from vhostmd.metric_types import BadValue, format_value
 
 MEMINFO = """MemTotal:       16000000 kB
 MemFree:         2000000 kB
@@ -66,14 +66,14 @@ def test_rate_waits_for_a_second_sample_and_skips_counter_resets():
 
 
 def test_format_value_checks_the_metric_type():
-    assert builtins.format_value("uint32", 7) == "7"
-    assert builtins.format_value("real64", 1.5) == "1.500000"
-    assert builtins.format_value("real64", 3) == "3"
-    assert builtins.format_value("string", 2.25) == "2.250000"
+    assert format_value("uint32", 7) == "7"
+    assert format_value("real64", 1.5) == "1.500000"
+    assert format_value("real64", 3) == "3"
+    assert format_value("string", 2.25) == "2.250000"
     with pytest.raises(BadValue, match="out of range for uint32"):
-        builtins.format_value("uint32", 2**32)
+        format_value("uint32", 2**32)
     with pytest.raises(BadValue, match="control character"):
-        builtins.format_value("string", "a\x01b")
+        format_value("string", "a\x01b")
 
 
 def test_hypervisor_version_as_virsh_prints_it():

@@ -9,10 +9,12 @@ import sys
 from pathlib import Path
 
 from benchmarks.nodes import write_node
-from vhostmd import capacity, config as config_mod, disk_format
-from vhostmd.disk import MetricsDisk
+from vhostmd.publish import capacity, disk_format
+from vhostmd import config as config_mod
+from vhostmd.publish.disk import MetricsDisk
+from vhostmd.publish.shared_disk import DiskPublisher
 from vhostmd.pipeline import Pipeline
-from vhostmd.virt import Libvirt
+from vhostmd.collect.virt import Libvirt
 
 ROOT = Path(__file__).resolve().parent.parent
 SAP = ROOT / "conf" / "vhostmd.conf"
@@ -23,7 +25,7 @@ def run_update(config, uri: str, disk_path: Path, size: int):
     disk = MetricsDisk(disk_path, size)
 
     async def run():
-        pipeline = Pipeline(config, virt, disk)
+        pipeline = Pipeline(config, virt, [DiskPublisher(disk)])
         return pipeline, await pipeline.update()
 
     try:
@@ -50,7 +52,7 @@ def test_estimate_covers_the_real_document(tmp_path):
 def test_warns_before_the_disk_fills(tmp_path, caplog):
     config = config_mod.load(SAP)
     uri = write_node(tmp_path, 12)
-    with caplog.at_level(logging.WARNING, logger="vhostmd.capacity"):
+    with caplog.at_level(logging.WARNING, logger="vhostmd.publish.capacity"):
         _, report = run_update(config, uri, tmp_path / "disk", 10 * 1024)
     assert report.published
     (warning,) = [r.message for r in caplog.records]
@@ -60,7 +62,7 @@ def test_warns_before_the_disk_fills(tmp_path, caplog):
 
 def test_no_warning_with_room(tmp_path, caplog):
     config = config_mod.load(SAP)
-    with caplog.at_level(logging.WARNING, logger="vhostmd.capacity"):
+    with caplog.at_level(logging.WARNING, logger="vhostmd.publish.capacity"):
         run_update(config, write_node(tmp_path, 12), tmp_path / "disk", 64 * 1024)
     assert caplog.records == []
 

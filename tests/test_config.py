@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from support import ROOT, config_xml, metric, vhostmd
-from vhostmd import config
+from vhostmd import cli, config
 from vhostmd.config import ConfigError
 
 
@@ -298,3 +298,25 @@ def test_help_exits_with_status_2():
     assert result.returncode == 2
     for flag in ("--verbose", "--no-daemonize", "--connect", "--config", "--pid-file", "--user", "--once", "--check"):
         assert flag in result.stdout
+    commands = result.stdout.split("\ncommands")[1].splitlines()[1:]
+    listed = {line.split()[0]: line for line in commands if line.strip()}
+    assert {"status", "attach", "detach"} <= set(listed)
+    assert "virtio channel" in listed["attach"]
+    # Every command the command line knows is listed, and each selects itself.
+    assert set(listed) == set(cli.SUBCOMMANDS)
+    for name in listed:
+        assert vhostmd(name, "--help").stdout.startswith(f"usage: vhostmd {name}")
+
+
+def test_help_lists_a_new_command_by_itself(monkeypatch):
+    def frobnicate(argv):
+        """Frobnicate the metrics.
+
+        Details that --help leaves out.
+        """
+
+    monkeypatch.setitem(cli.SUBCOMMANDS, "frobnicate", frobnicate)
+    text = cli.build_parser().format_help()
+    assert "  frobnicate  Frobnicate the metrics." in text
+    assert "Details" not in text
+    assert "{status,attach,detach,frobnicate}" in text

@@ -16,7 +16,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from support import ROOT, config_xml, metric, vhostmd
-from vhostmd import capacity, config
+from vhostmd import config
+from vhostmd.publish import capacity
 from vhostmd.cli import describe
 from vhostmd.config import ConfigError
 

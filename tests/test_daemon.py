@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import grp
+import json
 import os
 import pwd
+import shutil
 import signal
 import subprocess
+import tempfile
 import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -178,6 +182,42 @@ def test_daemon_mode_detaches_and_writes_its_pid(tmp_path):
     wait_for(lambda: not pid_file.exists(), timeout=10)
 
 
+def test_relative_paths_hold_after_detaching(tmp_path):
+    """-f, -p and --status-file relative to where vhostmd was started, not to /."""
+    disk = tmp_path / "vhostmd0"
+    conf = write_conf(tmp_path / "c.conf", disk, metric("A", "echo a"), period=1)
+    # Names no real file in / has: where they would land if taken relative to /.
+    pid_name, state_name = "run/vhostmd-relative-test.pid", "run/vhostmd-relative-test.json"
+    pid_file, state = tmp_path / pid_name, tmp_path / state_name
+    pid_file.parent.mkdir()
+    result = vhostmd("-f", "c.conf", "-c", "test:///default", "-p", pid_name,
+                     "--status-file", state_name, cwd=tmp_path, timeout=20)
+    assert result.returncode == 0, result.stderr
+    try:
+        pid = int(wait_for(lambda: pid_file.exists() and pid_file.read_text().strip()))
+    except AssertionError:
+        stray = Path("/", pid_name)
+        if stray.exists():  # the pid file went to /: stop that daemon
+            stray_pid = int(stray.read_text())
+            os.kill(stray_pid, signal.SIGTERM)
+            wait_for(lambda: not process_alive(stray_pid), timeout=10)
+        raise
+    finally:
+        Path("/", state_name).unlink(missing_ok=True)
+    try:
+        assert os.readlink(f"/proc/{pid}/cwd") == "/"
+        wait_for(lambda: names_on_disk(disk) == ["A"])
+        wait_for(lambda: state.exists() and json.loads(state.read_text())["pid"] == pid)
+        write_conf(conf, disk, metric("A", "echo a") + metric("B", "echo b"), period=1)
+        os.kill(pid, signal.SIGHUP)
+        wait_for(lambda: names_on_disk(disk) == ["A", "B"])
+        assert process_alive(pid)
+    finally:
+        os.kill(pid, signal.SIGTERM)
+    wait_for(lambda: not pid_file.exists(), timeout=10)
+    assert not Path("/", pid_name).exists() and not Path("/", state_name).exists()
+
+
 @pytest.mark.skipif(os.geteuid() != 0, reason="dropping privileges needs root")
 def test_user_option_drops_root_after_opening_the_disk(tmp_path):
     try:
@@ -197,6 +237,67 @@ def test_user_option_drops_root_after_opening_the_disk(tmp_path):
         assert disk.stat().st_uid == 0  # created as root, still written through the open fd
     finally:
         stop(proc)
+
+
+@pytest.fixture
+def service_user():
+    """A real user whose only supplementary group is a channel-socket group."""
+    suffix = f"{os.getpid() % 100000}"
+    user, group = f"vhmd-u{suffix}", f"vhmd-g{suffix}"
+    for tool in ("useradd", "groupadd"):
+        if subprocess.run(["sh", "-c", f"command -v {tool}"], stdout=subprocess.DEVNULL).returncode:
+            pytest.skip(f"no {tool} (package passwd)")
+    subprocess.run(["groupadd", group], check=True)
+    try:
+        subprocess.run(["useradd", "--no-create-home", "--user-group", "--groups", group,
+                        "--shell", "/usr/sbin/nologin", user], check=True)
+        try:
+            yield pwd.getpwnam(user), grp.getgrnam(group)
+        finally:
+            subprocess.run(["userdel", user], check=True)
+    finally:
+        subprocess.run(["groupdel", group], check=True)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="dropping privileges needs root")
+def test_user_option_keeps_the_users_supplementary_groups(tmp_path, service_user):
+    user, group = service_user
+    # What only members of the group may read, as a channel socket's directory
+    # is for libvirt's qemu group; its parent is open to all (tmp_path is not).
+    shared = Path(tempfile.mkdtemp(prefix="vhostmd-groups-"))
+    try:
+        shared.chmod(0o755)
+        secret = shared / "for-the-group"
+        secret.write_text("42\n")
+        os.chown(secret, 0, group.gr_gid)
+        secret.chmod(0o640)
+        disk = tmp_path / "vhostmd0"
+        conf = write_conf(tmp_path / "c.conf", disk, metric("Secret", f"cat {secret}", "uint32"))
+        proc = start_vhostmd("-f", str(conf), "-c", "test:///default", "-u", user.pw_name)
+        try:
+            wait_for(lambda: names_on_disk(disk) == ["Secret"])
+            status = Path(f"/proc/{proc.pid}/status").read_text()
+            fields = dict(line.split(":", 1) for line in status.splitlines())
+            assert fields["Uid"].split() == [str(user.pw_uid)] * 4
+            assert fields["Gid"].split() == [str(user.pw_gid)] * 4
+            # Its own groups: primary and the channel group, none of root's.
+            assert sorted(map(int, fields["Groups"].split())) == sorted({user.pw_gid, group.gr_gid})
+            values = [m.findtext("value") for m in ET.fromstring(disk_document(disk))]
+            assert values == ["42"]
+        finally:
+            stop(proc)
+    finally:
+        shutil.rmtree(shared)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="dropping privileges needs root")
+def test_user_option_refuses_a_member_of_group_0(tmp_path, service_user):
+    user, _ = service_user
+    subprocess.run(["usermod", "--append", "--groups", "root", user.pw_name], check=True)
+    conf = write_conf(tmp_path / "c.conf", tmp_path / "vhostmd0", metric("A", "echo a"))
+    result = vhostmd("--once", "-f", str(conf), "-u", user.pw_name)
+    assert result.returncode == 1
+    assert "member of group 0" in result.stderr
 
 
 def test_user_option_refuses_root(tmp_path):

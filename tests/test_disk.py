@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from support import config_xml, disk_document, metric, read_disk, signed_sum, vhostmd
-from vhostmd import disk_format
-from vhostmd.disk import DiskError, DiskFull, MetricsDisk
+from vhostmd.publish import disk_format
+from vhostmd.publish.disk import DiskError, DiskFull, MetricsDisk
 
 
 def once(tmp_path: Path, metrics: str, size: str = '<size unit="k">64</size>', disk: Path | None = None):
@@ -130,27 +130,27 @@ def test_existing_disk_is_zero_filled_and_resized(tmp_path):
     assert stat.S_IMODE(path.stat().st_mode) == 0o644
 
 
-def test_symlink_at_disk_path_is_refused_and_target_untouched(tmp_path):
+def test_symlink_at_disk_path_is_replaced_and_target_untouched(tmp_path):
     target = tmp_path / "precious"
     target.write_text("keep me")
     link = tmp_path / "vhostmd0"
     link.symlink_to(target)
-    with pytest.raises(DiskError, match="symbolic link"):
-        MetricsDisk(link, 1024)
     result, _ = once(tmp_path, metric("A", "echo a"), disk=link)
-    assert result.returncode == 1
-    assert f"{link} is a symbolic link; refusing to follow it" in result.stderr
+    assert result.returncode == 0, result.stderr
+    assert f"{link} is a symbolic link; replacing it with a new file" in result.stderr
+    assert not link.is_symlink() and stat.S_ISREG(link.lstat().st_mode)
+    assert "<value>a</value>" in disk_document(link)
     assert target.read_text() == "keep me"
 
 
-def test_non_regular_file_is_refused(tmp_path):
+def test_fifo_is_replaced_and_directory_refused(tmp_path):
     fifo = tmp_path / "fifo"
     os.mkfifo(fifo)
-    with pytest.raises(DiskError, match="not a regular file"):
-        MetricsDisk(fifo, 1024)
+    MetricsDisk(fifo, 1024).close()
+    assert stat.S_ISREG(fifo.lstat().st_mode)
     directory = tmp_path / "dir"
     directory.mkdir()
-    with pytest.raises(DiskError):
+    with pytest.raises(DiskError, match="is a directory; refusing to use it"):
         MetricsDisk(directory, 1024)
 
 

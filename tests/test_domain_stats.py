@@ -1,4 +1,4 @@
-"""VM figures from one bulk stats call, the info() fallback, and the domain list."""
+"""VM figures from virDomainGetInfo, the bulk stats call for what info() lacks, and the domain list."""
 
 from __future__ import annotations
 
@@ -11,10 +11,10 @@ import libvirt
 import pytest
 
 from benchmarks.nodes import domain_uuid, write_node
-from vhostmd import domain_stats
-from vhostmd.domain_stats import DomainSample
+from vhostmd.collect import domain_stats
+from vhostmd.collect.domain_stats import DomainSample
 from vhostmd.model import Domain
-from vhostmd.virt import Libvirt
+from vhostmd.collect.virt import Libvirt
 
 GROUPS = frozenset({"cpu", "vcpu", "balloon"})
 DOMAIN = Domain(7, "web", "0f0e0d0c-0b0a-0908-0706-050403020100")
@@ -65,13 +65,15 @@ def fetch(virt: Libvirt, groups=GROUPS, node=False):
     return asyncio.run(virt.fetch(groups, node=node))
 
 
-def test_bulk_stats_of_many_domains_with_info_fallback_logged_once(tmp_path, caplog):
+def test_info_answers_the_shipped_groups_without_a_bulk_call(tmp_path, caplog):
     uri = write_node(tmp_path, 50)
     virt = Libvirt(uri)
     try:
-        with caplog.at_level(logging.INFO, logger="vhostmd.virt"):
+        with caplog.at_level(logging.INFO, logger="vhostmd.collect.virt"):
             first = fetch(virt, node=True)
+            bulk_calls = _count_bulk_calls(virt)
             fetch(virt)
+        assert bulk_calls == []
         assert [s.domain.id for s in first.samples] == list(range(1, 51))
         for i, sample in enumerate(first.samples, start=1):
             assert sample.domain.name == f"vm{i}" and sample.domain.uuid == domain_uuid(i)
@@ -79,11 +81,28 @@ def test_bulk_stats_of_many_domains_with_info_fallback_logged_once(tmp_path, cap
             assert sample.max_memory_kib == (i % 8 + 1) * 1024 * 1024
             assert sample.memory_kib == sample.max_memory_kib // 2
             assert sample.cpu_time_ns > 0
+            assert sample.rss_kib is None
         assert first.node.cpus == 16 and first.hypervisor.product == "TEST 0.0.2"
-        fallback = [r for r in caplog.records if "does not answer stats group" in r.message]
-        assert len(fallback) == 1 and "balloon, cpu, vcpu" in fallback[0].message
+        assert not [r for r in caplog.records if "does not answer" in r.message]
     finally:
         virt.close()
+
+
+def test_only_groups_info_lacks_take_the_bulk_call():
+    assert domain_stats.bulk_groups(GROUPS) == frozenset()
+    assert domain_stats.bulk_groups(GROUPS | {"memory_stats"}) == {"memory_stats"}
+    record = {"state.state": 1, "balloon.current": 1, "balloon.maximum": 2, "balloon.rss": 40960}
+    sample = domain_stats.parse_record(DOMAIN, record, [3, 8192, 4096, 2, 7])
+    assert (sample.rss_kib, sample.memory_kib, sample.cpu_time_ns) == (40960, 1, 7)
+
+
+def _count_bulk_calls(virt: Libvirt) -> list:
+    """Record every domainListGetStats call made from now on, on the open connection."""
+    calls = []
+    conn = virt._conn
+    original = conn.domainListGetStats
+    conn.domainListGetStats = lambda *a: calls.append(a) or original(*a)
+    return calls
 
 
 def _wait_for(predicate, timeout=5.0):
@@ -144,7 +163,7 @@ def test_domain_list_alone_asks_only_for_state(tmp_path):
 
 
 def test_unreachable_libvirt_is_a_clear_error(tmp_path):
-    from vhostmd.virt import VirtError
+    from vhostmd.collect.virt import VirtError
 
     virt = Libvirt(f"test://{tmp_path}/missing.xml")
     try:
@@ -154,19 +173,22 @@ def test_unreachable_libvirt_is_a_clear_error(tmp_path):
         virt.close()
 
 
-def test_driver_without_the_groups_is_asked_info_alone_after_the_first_update(tmp_path):
+def test_driver_without_a_bulk_only_group_is_asked_info_alone_after_the_first_update(
+        tmp_path, caplog):
+    # The test driver answers only the state group of the bulk call.
+    groups = GROUPS | {"memory_stats"}
     virt = Libvirt(write_node(tmp_path, 5))
     try:
-        first = fetch(virt)
-        bulk_calls = []
-        conn = virt._conn
-        original = conn.domainListGetStats
-        conn.domainListGetStats = lambda *a: bulk_calls.append(a) or original(*a)
-        second = fetch(virt)
+        with caplog.at_level(logging.INFO, logger="vhostmd.collect.virt"):
+            first = fetch(virt, groups)
+            bulk_calls = _count_bulk_calls(virt)
+            second = fetch(virt, groups)
         assert bulk_calls == []
         strip = lambda samples: [s._replace(cpu_time_ns=None) for s in samples]  # noqa: E731
         assert strip(second.samples) == strip(first.samples)
-        assert all(s.cpu_time_ns > 0 for s in second.samples)
+        assert all(s.cpu_time_ns > 0 and s.vcpus and s.rss_kib is None for s in second.samples)
+        fallback = [r for r in caplog.records if "does not answer stats group" in r.message]
+        assert len(fallback) == 1 and "memory_stats" in fallback[0].message
         # Asking for the domain list alone still takes the one bulk call.
         assert [s.domain.id for s in fetch(virt, groups=frozenset()).samples] == [1, 2, 3, 4, 5]
         assert len(bulk_calls) == 1
@@ -175,7 +197,7 @@ def test_driver_without_the_groups_is_asked_info_alone_after_the_first_update(tm
 
 
 def test_info_alone_drops_domains_that_stopped_or_vanished():
-    from vhostmd.domain_events import Tracked
+    from vhostmd.collect.domain_events import Tracked
 
     # Real domains of the test driver, stopped and removed for real: a
     # persistent one destroyed stays defined and shut off, a transient one
@@ -213,7 +235,7 @@ def test_info_alone_drops_domains_that_stopped_or_vanished():
 
 
 def test_a_hung_libvirt_call_is_given_up_and_later_calls_fail_fast_until_it_returns(tmp_path):
-    from vhostmd.virt import VirtError
+    from vhostmd.collect.virt import VirtError
 
     virt = Libvirt(write_node(tmp_path, 2), timeout=0.3)
     released = threading.Event()
@@ -238,4 +260,16 @@ def test_a_hung_libvirt_call_is_given_up_and_later_calls_fail_fast_until_it_retu
         assert len(asyncio.run(scenario()).samples) == 2
     finally:
         released.set()
+        virt.close()
+
+
+def test_calls_run_on_the_event_loops_thread(tmp_path):
+    # There libvirt's stop-and-restart of watching the socket around a call
+    # needs no wake-up of the loop (docs/performance.md).
+    virt = Libvirt(write_node(tmp_path, 1))
+    try:
+        name = asyncio.run(virt.call(lambda _conn: threading.current_thread().name))
+        assert name == "libvirt-events"
+        assert len(fetch(virt).samples) == 1
+    finally:
         virt.close()

@@ -22,11 +22,12 @@ import pytest
 
 from vhostmd import config as config_mod
 from vhostmd.model import Domain, Metric, Snapshot, VmMetrics
-from vhostmd.per_vm_disks import PerVmDiskPublisher
-from vhostmd.pipeline import Pipeline, open_disk
+from vhostmd.publish.per_vm_disks import PerVmDiskPublisher
+from vhostmd.pipeline import Pipeline
+from vhostmd.transports import close_transports, open_transports, start_transports
 from vhostmd.publish import PublishError
 from vhostmd.render import Renderer
-from vhostmd.virt import Libvirt
+from vhostmd.collect.virt import Libvirt
 
 ROOT = Path(__file__).resolve().parents[1]
 URI = "test:///default"
@@ -93,14 +94,14 @@ def run(coro):
 
 async def _updates(pipeline: Pipeline, steps):
     """Start the pipeline, run each step (a callable taking the last report) after an update."""
-    await pipeline.start()
+    await start_transports(pipeline.publishers)
     try:
         report = None
         for step in steps:
             report = await pipeline.update()
             step(report)
     finally:
-        await pipeline.stop()
+        await close_transports(pipeline.publishers)
 
 
 def test_each_vm_gets_a_disk_with_only_its_own_metrics(tmp_path, rw):
@@ -108,7 +109,7 @@ def test_each_vm_gets_a_disk_with_only_its_own_metrics(tmp_path, rw):
     rw.start_vm("beta", UUIDS[1])
     config = config_mod.load(write_config(tmp_path))
     virt = Libvirt(URI)
-    pipeline = Pipeline(config, virt, open_disk(config))
+    pipeline = Pipeline(config, virt, open_transports(config))
 
     def check(report):
         assert report.published, report.publish_errors
@@ -140,7 +141,7 @@ def test_disk_of_a_gone_vm_is_removed_after_expiration_time(tmp_path, rw):
     config = config_mod.load(write_config(tmp_path))
     assert config.virtio.expiration_time == 15
     virt = Libvirt(URI)
-    pipeline = Pipeline(config, virt, open_disk(config))
+    pipeline = Pipeline(config, virt, open_transports(config))
     publisher = next(p for p in pipeline.publishers if isinstance(p, PerVmDiskPublisher))
     now = [1000.0]
     publisher.clock = lambda: now[0]
@@ -189,10 +190,10 @@ def test_disks_from_an_earlier_run_expire_unless_their_vm_runs(tmp_path):
 
     async def go():
         await publisher.start()
-        publisher.publish(renderer.render(_snapshot([UUIDS[0]])), _snapshot([UUIDS[0]]))
+        publisher.publish(renderer.render(_snapshot([UUIDS[0]])))
         now[0] = 20
         snap = _snapshot([UUIDS[0]])
-        publisher.publish(renderer.render(snap), snap)
+        publisher.publish(renderer.render(snap))
         await publisher.stop()
 
     run(go())
@@ -209,17 +210,17 @@ def test_nothing_expires_while_libvirt_is_unreachable(tmp_path):
     async def go():
         await publisher.start()
         snap = _snapshot([UUIDS[0]])
-        publisher.publish(renderer.render(snap), snap)
+        publisher.publish(renderer.render(snap))
         now[0] = 100
         unknown = _snapshot([], known=False)
-        publisher.publish(renderer.render(unknown), unknown)
+        publisher.publish(renderer.render(unknown))
         await publisher.stop()
 
     run(go())
     assert (tmp_path / "vms" / UUIDS[0]).exists()
 
 
-def test_symlink_planted_as_a_vm_disk_is_refused_and_its_target_untouched(tmp_path):
+def test_symlink_planted_as_a_vm_disk_is_replaced_and_its_target_untouched(tmp_path):
     vms = tmp_path / "vms"
     vms.mkdir(mode=0o700)
     victim = tmp_path / "victim"
@@ -231,13 +232,14 @@ def test_symlink_planted_as_a_vm_disk_is_refused_and_its_target_untouched(tmp_pa
 
     async def go():
         await publisher.start()
-        with pytest.raises(PublishError, match="symbolic link"):
-            publisher.publish(renderer.render(snap), snap)
+        publisher.publish(renderer.render(snap))
         await publisher.stop()
 
     run(go())
     assert victim.read_text() == "precious"
-    # The other VM's disk was still written.
+    # The symlink was replaced by the VM's own disk; the other VM's disk was written.
+    assert not (vms / UUIDS[0]).is_symlink()
+    assert read_disk(vms / UUIDS[0])[0] == 0x6D766264
     assert read_disk(vms / UUIDS[1])[0] == 0x6D766264
 
 
@@ -252,7 +254,7 @@ def test_a_document_too_large_for_the_disk_is_reported_and_never_written(tmp_pat
     async def go():
         await publisher.start()
         with pytest.raises(PublishError, match="1024 bytes"):
-            publisher.publish(renderer.render(big), big)
+            publisher.publish(renderer.render(big))
         await publisher.stop()
 
     run(go())
@@ -288,8 +290,9 @@ def test_a_reload_keeps_each_vm_disk_and_its_document(tmp_path, rw, caplog):
     path = tmp_path / "vms" / UUIDS[0]
 
     async def go():
-        daemon = Daemon(config_mod.load(conf_path), conf_path, virt, None)
-        await daemon.pipeline.start()
+        config = config_mod.load(conf_path)
+        daemon = Daemon(config, conf_path, virt, open_transports(config))
+        await start_transports(daemon.pipeline.publishers)
         try:
             await daemon.update()
             before = read_disk(path)
@@ -307,7 +310,7 @@ def test_a_reload_keeps_each_vm_disk_and_its_document(tmp_path, rw, caplog):
             assert created() == first
             return before, read_disk(path)
         finally:
-            await daemon.pipeline.stop()
+            await close_transports(daemon.pipeline.publishers)
 
     try:
         before, after = run(go())

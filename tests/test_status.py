@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from vhostmd import status as status_mod
-from vhostmd.status import DaemonStatus, StatusFile, UpdateStatus
+from vhostmd.commands import status as status_mod
+from vhostmd.state import DaemonStatus, StatusFile, UpdateStatus
 
 ROOT = Path(__file__).resolve().parents[1]
 URI = "test:///default"
@@ -184,3 +184,11 @@ def test_flag_only_command_line_still_runs_the_daemon(tmp_path, argv):
         assert result.returncode == 0, result.stderr
         assert (tmp_path / "vhostmd0").read_bytes()[:4] == b"mvbd"
     assert not os.path.exists(tmp_path / "status.json")
+
+
+def test_a_reused_pid_of_another_program_is_not_the_daemon():
+    from vhostmd.pidfile import pid_alive
+
+    assert pid_alive(os.getpid())
+    assert not pid_alive(os.getpid(), program=b"no-such-program-\0")
+    assert pid_alive(os.getpid(), program=b"python")

@@ -13,7 +13,7 @@ import subprocess
 import sys
 
 from support import config_xml, metric, start_vhostmd, vhostmd, wait_for
-from vhostmd import status as status_mod
+from vhostmd.pidfile import process_start
 
 
 def test_a_reused_pid_is_not_the_daemon_even_if_it_says_vhostmd(tmp_path):
@@ -29,7 +29,7 @@ def test_a_reused_pid_is_not_the_daemon_even_if_it_says_vhostmd(tmp_path):
         assert running.returncode == 0, running.stdout
         assert f"running (pid {daemon.pid}" in running.stdout
         recorded = json.loads(state.read_text())
-        assert recorded["process_start"] == status_mod.process_start(daemon.pid)
+        assert recorded["process_start"] == process_start(daemon.pid)
 
         # Killed outright: the state file still says it runs.
         daemon.send_signal(signal.SIGKILL)

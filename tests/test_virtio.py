@@ -24,13 +24,16 @@ import pytest
 
 from fake_qemu import INVALID, REQUEST, FakeQemu, dead_socket
 from support import config_xml, metric, write_node
-from vhostmd import config as config_mod, virtio_channels as virtio, virtio_io
+from vhostmd import config as config_mod
+from vhostmd.publish.virtio import serving as virtio_io, transport as virtio
 from vhostmd.daemon import Daemon
 from vhostmd.model import Domain, Metric, Snapshot, VmMetrics
 from vhostmd.render import Renderer
-from vhostmd.virt import Libvirt
-from vhostmd.virtio_channels import VirtioServer, name_matches, open_virtio, parse_channel_dir
-from vhostmd.virtio_io import TokenBucket
+from vhostmd.collect.virt import Libvirt
+from vhostmd.transports import open_transports
+from vhostmd.publish.virtio.naming import name_matches, parse_channel_dir
+from vhostmd.publish.virtio.protocol import TokenBucket
+from vhostmd.publish.virtio.transport import VirtioTransport, open_virtio
 
 DEFAULT_UUID = "6695eb01-f6a4-8304-79aa-97f2502e193f"  # test:///default's domain "test"
 TEST_UUID = str(uuidlib.uuid5(uuidlib.NAMESPACE_OID, "test"))  # "test" in a node() file
@@ -68,8 +71,9 @@ async def running(tmp_path: Path, uri: str, *, metrics: str = METRICS, period: i
                                     virtio=virtio_xml(channels, **virtio_args)))
     conf = config_mod.load(conf_path)
     virt = Libvirt(uri)
-    server = open_virtio(conf)
-    daemon = Daemon(conf, conf_path, virt, None, virtio=server)
+    transports = open_transports(conf)
+    server = next(t for t in transports if isinstance(t, VirtioTransport))
+    daemon = Daemon(conf, conf_path, virt, transports)
     task = asyncio.ensure_future(daemon.run())
     try:
         yield SimpleNamespace(daemon=daemon, server=server, channels=channels, conf_path=conf_path)
@@ -123,7 +127,7 @@ async def until(predicate, timeout: float = 20.0) -> None:
         await asyncio.sleep(0.02)
 
 
-def channel_of(server: VirtioServer, uuid: str):
+def channel_of(server: VirtioTransport, uuid: str):
     return server._vms[uuid].channel
 
 
@@ -295,13 +299,13 @@ def test_default_rate_limit_is_documented():
 @async_test
 async def test_each_answer_is_built_once_per_update(tmp_path, monkeypatch):
     built = []
-    real = virtio_io.virtio_answer
+    real = virtio_io.answer
 
     def counting(host, vm):
         built.append(vm)
         return real(host, vm)
 
-    monkeypatch.setattr(virtio_io, "virtio_answer", counting)
+    monkeypatch.setattr(virtio_io, "answer", counting)
     timed = metric("Now", "date +%s%N") + METRICS
     async with running(tmp_path, one_vm(tmp_path), metrics=timed, period=60) as d:
         guest = await (await FakeQemu(d.channels, 1, "test").start()).guest()
@@ -427,7 +431,7 @@ async def test_max_channels_is_enforced_with_one_warning(tmp_path, caplog):
         await qemus[2].no_connection(3.5)  # three updates
         notes = d.server.status().channels.notes
         assert any("max_channels 2 reached: 1 VM(s)" in note for note in notes), notes
-    warnings = [r for r in caplog.records if r.name == "vhostmd.virtio_channels" and "max_channels" in r.getMessage()]
+    warnings = [r for r in caplog.records if r.name == "vhostmd.publish.virtio.transport" and "max_channels" in r.getMessage()]
     assert len(warnings) == 1 and warnings[0].levelno == logging.WARNING
 
 
@@ -467,14 +471,14 @@ async def test_a_guest_that_hangs_up_while_held_back_is_closed_at_once(tmp_path)
 @async_test
 async def test_a_failure_serving_one_channel_closes_only_that_channel(tmp_path, monkeypatch, caplog):
     # A fault the real parts cannot produce: building one VM's answer fails.
-    real = virtio_io.virtio_answer
+    real = virtio_io.answer
 
     def failing(host, vm):
         if vm is not None and b"<value>alpha</value>" in vm.data:
             raise RuntimeError("broken")
         return real(host, vm)
 
-    monkeypatch.setattr(virtio_io, "virtio_answer", failing)
+    monkeypatch.setattr(virtio_io, "answer", failing)
     uri, (alpha, beta) = node(tmp_path, ["alpha", "beta"])
     async with running(tmp_path, uri) as d:
         ga = await (await FakeQemu(d.channels, 1, "alpha").start()).guest()
@@ -518,7 +522,7 @@ async def test_a_failure_of_the_serving_thread_is_reported_and_stops_nothing_els
 async def test_expiration_and_vms_that_stop(short_tmp):
     tmp_path = short_tmp
     clock = [1000.0]
-    server = VirtioServer(
+    server = VirtioTransport(
         config_mod.VirtioConfig(channel_path=tmp_path, expiration_time=15), clock=lambda: clock[0]
     )
     renderer = Renderer()
@@ -530,7 +534,7 @@ async def test_expiration_and_vms_that_stop(short_tmp):
             vms=tuple(VmMetrics(d, (Metric("N", "string", d.name),)) for d in domains),
             vms_known=known,
         )
-        server.publish(renderer.render(snapshot), snapshot)
+        server.publish(renderer.render(snapshot))
 
     await server.start()
     try:
@@ -569,7 +573,7 @@ async def test_reload_with_the_same_virtio_settings_keeps_channels(tmp_path):
         assert await d.daemon.reload()
         await d.daemon.update()
         assert ("host", "HostName", "host-b", None, None) in parse(await guest.ask())
-        assert d.daemon.pipeline.virtio is d.server
+        assert any(t is d.server for t in d.daemon.pipeline.publishers)
 
 
 # ---------------------------------------------------------------------------

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from fake_qemu import SOCKET_NAME, FakeQemu, channel_dir
 from test_virtio import async_test, node, parse, running, until
-from vhostmd import virtio_channels as virtio
+from vhostmd.publish.virtio import transport as virtio
 
 
 class CrashLoop:

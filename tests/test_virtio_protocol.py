@@ -5,10 +5,11 @@ from __future__ import annotations
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from vhostmd.render import (
-    HOST_UNAVAILABLE, UNAVAILABLE_ANSWER, VM_UNAVAILABLE, Fragment, virtio_answer,
+from vhostmd.publish.virtio.protocol import (
+    HOST_UNAVAILABLE, INVALID_ANSWER, REQUEST_LIMIT, UNAVAILABLE_ANSWER, VM_UNAVAILABLE, Event,
+    RequestParser, answer as virtio_answer,
 )
-from vhostmd.virtio_protocol import INVALID_ANSWER, REQUEST_LIMIT, Event, RequestParser
+from vhostmd.render import Fragment
 
 GET, INVALID, TOO_LONG = Event.GET_METRICS, Event.INVALID, Event.TOO_LONG
 LF, CRLF = b"GET /metrics/XML\n\n", b"GET /metrics/XML\r\n\r\n"
@@ -138,3 +139,16 @@ def model(stream: bytes, limit: int) -> list[Event]:
 def test_valid_requests_in_any_fragments(data, requests):
     chunks = data.draw(split(b"".join(requests)))
     assert feed_all(chunks)[0] == [GET] * len(requests)
+
+
+@given(st.lists(st.binary(max_size=40) | st.sampled_from([LF, CRLF]), max_size=8))
+def test_the_fast_path_answers_exactly_what_the_parser_would(reads):
+    """whole_request() (which the serving thread answers without feed()) agrees with feed()."""
+    parser = RequestParser()
+    for data in reads:
+        fast = parser.whole_request(data)
+        events = parser.feed(data)
+        if fast:
+            assert events == [GET]
+        else:
+            assert not (events == [GET] and parser.buffered == 0 and data in (LF, CRLF))

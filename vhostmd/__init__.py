@@ -1,3 +1,9 @@
-"""vhostmd: the Virtual Host Metrics Daemon (a compatible reimplementation)."""
+"""vhostmd: the Virtual Host Metrics Daemon (a compatible reimplementation).
 
-__version__ = "0.1.0"
+The package reads as the flow of one update (docs/architecture.md):
+``config`` → ``collect/`` → ``render`` → ``publish/`` (the transports, opened
+and kept by ``transports``), run by ``pipeline`` inside the ``daemon`` loop
+that ``cli`` starts; ``commands/`` holds the other subcommands.
+"""
+
+__version__ = "2.0.0"

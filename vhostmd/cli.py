@@ -10,16 +10,14 @@ import pwd
 import sys
 from pathlib import Path
 
-from . import __version__, capacity, config as config_mod, per_vm_disks, status as status_mod, system
+from . import __version__, config as config_mod, state as status_mod, process as system, transports
+from .collect.virt import Libvirt
 from .config import Config, ConfigError
 from .daemon import STOP_SIGNALS, Daemon, block_signals, unblock_signals
-from .disk import DiskError
 from .pidfile import DEFAULT_PID_FILE, PidFile, PidFileError
-from .pipeline import open_disk
+from .publish import Publisher, TransportError
 from .sdnotify import Notifier
-from .status import StatusFile
-from .virt import Libvirt
-from .virtio_channels import open_virtio
+from .state import StatusFile
 
 log = logging.getLogger("vhostmd")
 
@@ -38,9 +36,13 @@ class _HelpAction(argparse.Action):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    names = ",".join(SUBCOMMANDS)
     parser = argparse.ArgumentParser(
         prog="vhostmd",
+        usage=f"%(prog)s [options]\n       %(prog)s {{{names}}} [--help] [ARGS...]",
         description="Virtual Host Metrics Daemon: publishes host and VM metrics to guests.",
+        epilog=commands_help(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
         add_help=False,
     )
     parser.add_argument("-h", "--help", action=_HelpAction)
@@ -53,7 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-p", "--pid-file", metavar="FILE", type=Path,
                         help=f"pid file (default {DEFAULT_PID_FILE} when run as root)")
     parser.add_argument("-u", "--user", metavar="USER",
-                        help="drop root privileges to USER once the disk is open")
+                        help="drop root privileges to USER (keeping USER's groups) once the disk is open")
     parser.add_argument("--status-file", metavar="FILE", type=Path,
                         help=f"state file for 'vhostmd status' (default {status_mod.DEFAULT_STATUS_FILE} "
                              "when run as root)")
@@ -69,17 +71,7 @@ def describe(config: Config) -> str:
     """What --check prints: the metrics and where they are published."""
     lines = [f"configuration {config.source}: valid"]
     lines.append(f"update period: {config.update_period} s, action timeout {config.action_timeout:g} s")
-    if "vbd" in config.transports and config.disk.per_vm_dir is not None:
-        lines.append(f"vbd: one metrics disk per VM in {config.disk.per_vm_dir}, {config.disk.size} bytes each")
-    elif "vbd" in config.transports:
-        lines.append(f"vbd: metrics disk {config.disk.path}, {config.disk.size} bytes, "
-                     f"{capacity.estimate(config).describe()}")
-    if "virtio" in config.transports:
-        v = config.virtio
-        lines.append(
-            f"virtio: channels under {v.channel_path}, at most {v.max_channels}, "
-            f"expire after {v.expiration_time} s, {v.rate_limit:g} requests/s (burst {v.rate_burst})"
-        )
+    lines.extend(transports.describe(config))
     for context in ("host", "vm"):
         defs = [m for m in config.metrics if m.context == context]
         lines.append(f"{context} metrics ({len(defs)}):")
@@ -92,18 +84,42 @@ def describe(config: Config) -> str:
 
 
 def _attach(argv: list[str]) -> int:
-    from . import attach  # imported on use: the daemon never needs it
+    from .commands import attach  # imported on use: the daemon never needs it
 
     return attach.main_attach(argv)
 
 
 def _detach(argv: list[str]) -> int:
-    from . import attach
+    from .commands import attach
 
     return attach.main_detach(argv)
 
 
-SUBCOMMANDS = {"status": status_mod.main, "attach": _attach, "detach": _detach}
+def _status(argv: list[str]) -> int:
+    from .commands import status
+
+    return status.main(argv)
+
+
+SUBCOMMANDS = {"status": _status, "attach": _attach, "detach": _detach}
+
+#: What --help says of a command; one without an entry here is described by
+#: the first line of its function's docstring.
+COMMAND_SUMMARIES = {
+    "status": "the daemon's state: last update, failed metrics, disk fill, channels",
+    "attach": "give a VM the metrics disk and the virtio channel",
+    "detach": "take them away from a VM again",
+}
+
+
+def commands_help() -> str:
+    """The commands of the table above, one line each, for --help."""
+    lines = ["commands (a first argument naming one selects it; COMMAND --help for its options):"]
+    width = max(map(len, SUBCOMMANDS))
+    for name, run in SUBCOMMANDS.items():
+        summary = COMMAND_SUMMARIES.get(name) or (run.__doc__ or "").strip().split("\n")[0]
+        lines.append(f"  {name:<{width}}  {summary}".rstrip())
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -117,6 +133,11 @@ def main(argv: list[str] | None = None) -> int:
         # Before the disk, the state directory or the pid file is created;
         # they stay blocked when main returns, as the process then exits.
         block_signals()
+    # Absolute from the start: a detached daemon runs in /, and a reload
+    # reopens the configuration by this path.
+    for name in ("config", "pid_file", "status_file"):
+        if getattr(args, name) is not None:
+            setattr(args, name, Path(os.path.abspath(getattr(args, name))))
     foreground = args.no_daemonize or args.once or args.check
     system.setup_logging(foreground=True, verbose=args.verbose)
     try:
@@ -129,12 +150,13 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_OK
     for warning in config.warnings:
         log.warning("%s", warning)
-    if "vbd" in config.transports and config.disk.per_vm_dir is None:
-        log.info("metrics disk %s %s", config.disk.path, capacity.estimate(config).describe())
+    transports.announce(config)
 
     try:
-        disk = open_disk(config)
-    except DiskError as err:
+        # Opened as root, before privileges are dropped. One update cannot
+        # serve channels: --once leaves virtio out.
+        publishers = transports.open_transports(config, once=args.once)
+    except TransportError as err:
         log.error("%s", err)
         return EXIT_FAILURE
 
@@ -146,8 +168,7 @@ def main(argv: list[str] | None = None) -> int:
         owner = _uid(args.user)
         if status_file is not None:
             status_file.prepare(owner)
-        if "vbd" in config.transports and config.disk.per_vm_dir is not None:
-            per_vm_disks.prepare_directory(config.disk.per_vm_dir, owner)
+        transports.prepare(config, owner)
     except system.PrivilegeError as err:
         log.error("%s", err)
         return EXIT_FAILURE
@@ -175,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
 
     virt = Libvirt(args.connect)
     try:
-        return asyncio.run(_run(config, args, virt, disk, status_file))
+        return asyncio.run(_run(config, args, virt, publishers, status_file))
     finally:
         virt.close()
         if pid_file:
@@ -192,23 +213,17 @@ def _uid(user: str | None) -> int | None:
         raise system.PrivilegeError(f"no such user {user!r}") from None
 
 
-async def _run(config: Config, args, virt: Libvirt, disk, status_file: StatusFile | None) -> int:
-    # One update cannot serve channels: --once leaves virtio out.
-    virtio = None if args.once else open_virtio(config)
-    daemon = Daemon(config, args.config, virt, disk, status_file, Notifier.from_environment(),
-                    virtio=virtio)
+async def _run(config: Config, args, virt: Libvirt, publishers: list[Publisher],
+               status_file: StatusFile | None) -> int:
+    daemon = Daemon(config, args.config, virt, publishers, status_file, Notifier.from_environment())
     if args.once:
-        # A stop signal ends the one update early, with the clean-up below.
+        # A stop signal ends the one update early, with its clean-up.
         loop, task = asyncio.get_running_loop(), asyncio.current_task()
         for sig in STOP_SIGNALS:
             loop.add_signal_handler(sig, task.cancel)
         unblock_signals()
         try:
-            await daemon.pipeline.start()
-            try:
-                report = await daemon.update()
-            finally:
-                await daemon.pipeline.stop()
+            report = await daemon.run_once()
         except asyncio.CancelledError:
             log.info("stopped by a signal; nothing more published")
             return EXIT_FAILURE

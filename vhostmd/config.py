@@ -14,7 +14,8 @@ from pathlib import Path
 
 from lxml import etree
 
-from . import builtins
+from .collect import builtins
+from .publish.disk_format import SIZE_MAX as DISK_SIZE_MAX, SIZE_MIN as DISK_SIZE_MIN
 
 DEFAULT_CONFIG = Path("/etc/vhostmd/vhostmd.conf")
 DEFAULT_DISK_PATH = Path("/dev/shm/vhostmd0")
@@ -24,8 +25,6 @@ DEFAULT_MAX_CHANNELS = 1024
 DEFAULT_EXPIRATION = 15
 DEFAULT_RATE_LIMIT = 2.0
 DEFAULT_RATE_BURST = 5
-DISK_SIZE_MIN = 1024
-DISK_SIZE_MAX = 256 * 1024 * 1024
 #: Bounds of the numeric settings. A number outside them is a configuration
 #: error: a period of 10**20 s would never update again, and a huge value
 #: must not reach a timer or a float conversion and fail there.
@@ -64,7 +63,7 @@ class ConfigError(Exception):
         super().__init__(f"{where}: {message}")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class Variable:
     """One value of a ``group`` metric."""
 
@@ -73,7 +72,7 @@ class Variable:
     unit: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class MetricDef:
     """One ``<metric>`` of the configuration."""
 
@@ -107,7 +106,7 @@ class MetricDef:
         return (Variable(self.name, self.type, self.unit),)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class DiskConfig:
     """The metrics disk (transport ``vbd``)."""
 
@@ -118,7 +117,7 @@ class DiskConfig:
     per_vm_dir: Path | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class VirtioConfig:
     """The virtio-serial channels (transport ``virtio``)."""
 
@@ -130,7 +129,7 @@ class VirtioConfig:
     rate_burst: int = DEFAULT_RATE_BURST
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class Config:
     """Everything the daemon takes from its configuration file."""
 
@@ -145,6 +144,15 @@ class Config:
     metrics: tuple[MetricDef, ...] = ()
     #: Problems that did not stop the configuration from being used.
     warnings: tuple[str, ...] = ()
+
+    @property
+    def vm_expiration(self) -> int:
+        """Seconds a VM may go without an update before what is kept for it goes.
+
+        Its virtio channel is closed and its per-VM disk removed. The file
+        has one setting for both: ``<virtio><expiration_time>``.
+        """
+        return self.virtio.expiration_time
 
     @property
     def host_metrics(self) -> tuple[MetricDef, ...]:

@@ -9,16 +9,17 @@ import os
 import signal
 import time
 from pathlib import Path
+from typing import Sequence
 
 from . import config as config_mod
+from .collect.virt import Libvirt
 from .config import Config, ConfigError
-from .disk import DiskError, MetricsDisk
-from .per_vm_disks import open_per_vm_disks
-from .pipeline import Pipeline, UpdateReport, open_disk
+from .pipeline import Pipeline, UpdateReport
+from .publish import Publisher, PublishErrorLog, TransportError
 from .sdnotify import Notifier
-from .status import DaemonStatus, StatusFile, UpdateStatus, process_start, summary
-from .virt import Libvirt
-from .virtio_channels import VirtioServer, open_virtio
+from .pidfile import process_start
+from .state import DaemonStatus, StatusFile, UpdateStatus, summary
+from .transports import close_transports, open_transports, start_transports
 
 log = logging.getLogger(__name__)
 
@@ -69,19 +70,20 @@ class Daemon:
     """Runs updates every ``update_period`` until told to stop."""
 
     def __init__(
-        self, config: Config, config_path: Path, virt: Libvirt, disk: MetricsDisk | None,
+        self, config: Config, config_path: Path, virt: Libvirt, transports: Sequence[Publisher],
         status_file: StatusFile | None = None, notifier: Notifier | None = None,
-        virtio: VirtioServer | None = None,
     ):
         self.config_path = config_path
         self.virt = virt
-        self.pipeline = Pipeline(config, virt, disk, virtio)
+        #: The pipeline of the running configuration, publishing to *transports*.
+        self.pipeline = Pipeline(config, virt, transports)
         self.last_report: UpdateReport | None = None
         self.status_file = status_file
         self.notifier = notifier or Notifier(None)
         self.started = time.time()
         self._process_start = process_start(os.getpid()) or 0
         self._problems = ProblemLog()
+        self._publish_errors = PublishErrorLog()
         self._stop = asyncio.Event()
         self._reload = asyncio.Event()
         self._wake = asyncio.Event()
@@ -101,7 +103,8 @@ class Daemon:
     async def update(self) -> UpdateReport:
         """Run one update now and log what went wrong."""
         report = await self.pipeline.update()
-        self._problems.update(report.problems + report.publish_errors)
+        self._problems.update(report.problems)
+        self._publish_errors.update(report.publish_errors)
         self.last_report = report
         self._report_status()
         log.debug(
@@ -143,6 +146,14 @@ class Daemon:
             else:
                 self.notifier.status(text)
 
+    async def run_once(self) -> UpdateReport:
+        """One update, published, with the transports started and stopped around it."""
+        await start_transports(self.pipeline.publishers)
+        try:
+            return await self.update()
+        finally:
+            await close_transports(self.pipeline.publishers)
+
     async def run(self) -> None:
         """Update every period until stop(); SIGHUP-style reloads in between."""
         loop = asyncio.get_running_loop()
@@ -151,7 +162,7 @@ class Daemon:
         loop.add_signal_handler(signal.SIGHUP, self.request_reload)
         # Handled from now on; one that came during start-up is delivered here.
         unblock_signals()
-        await self.pipeline.start()
+        await start_transports(self.pipeline.publishers)
         try:
             await self._loop(loop)
         finally:
@@ -159,7 +170,7 @@ class Daemon:
             # Handlers stay until the transports are closed: a second SIGTERM
             # while channels close must not kill the daemon half-way.
             try:
-                await self.pipeline.stop()
+                await close_transports(self.pipeline.publishers)
             finally:
                 # Held again until the process exits: one arriving while the
                 # pid file is removed must not kill it half-way.
@@ -207,21 +218,17 @@ class Daemon:
             self.notifier.reloading()
         try:
             new = config_mod.load(self.config_path)
-            disk = open_disk(new, self.pipeline.disk)
-        except (ConfigError, DiskError) as err:
+            transports = open_transports(new, self.pipeline.publishers)
+        except (ConfigError, TransportError) as err:
             log.error("reload failed, keeping the running configuration: %s", err)
             self._ready_again(f"reload failed, running configuration kept: {err}")
             return False
         for warning in new.warnings:
             log.warning("%s", warning)
-        old = self.pipeline
-        pipeline = Pipeline(new, self.virt, disk, open_virtio(new, old.virtio),
-                            open_per_vm_disks(new, old.per_vm))
-        await old.stop(keep=pipeline.publishers)
-        if old.disk is not None and old.disk is not disk:
-            old.disk.close()
+        pipeline = Pipeline(new, self.virt, transports)
+        await close_transports(self.pipeline.publishers, keep=transports)
         self.pipeline = pipeline
-        await pipeline.start()
+        await start_transports(transports)
         log.info("configuration reloaded: %d metrics", len(new.metrics))
         self._ready_again(f"configuration reloaded: {len(new.metrics)} metrics")
         return True

@@ -6,9 +6,14 @@ from dataclasses import dataclass, field
 from typing import NamedTuple
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class Domain:
     """A running VM as libvirt names it."""
+
+    # One per VM, kept as long as it runs: no per-instance dict. (Declared
+    # by hand: dataclass(slots=True) needs Python 3.10; fields given here
+    # must have no defaults.)
+    __slots__ = ("id", "name", "uuid")
 
     id: int
     name: str
@@ -36,7 +41,7 @@ class VmMetrics(NamedTuple):
     metrics: tuple[Metric, ...]
 
 
-@dataclass(slots=True)
+@dataclass
 class Snapshot:
     """The outcome of one update: what to publish, and what went wrong."""
 

@@ -4,7 +4,8 @@ The shape is the C daemon's (two-space indentation, single-quoted attributes
 in the order type, context, id, uuid, unit), with names, values and
 attributes XML-escaped. Rendering is split into fragments (the host's, then
 one per VM) so that an update re-renders only the VMs whose values changed,
-and so that a virtio answer is the host fragment plus one VM's fragment.
+and so that a virtio answer (``publish.virtio.protocol``) is the host
+fragment plus one VM's fragment.
 """
 
 from __future__ import annotations
@@ -12,15 +13,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from . import disk_format
+from .publish import disk_format
 from .model import Domain, Metric, Snapshot, VmMetrics
 
 DOCUMENT_START = b"<metrics>\n"
 DOCUMENT_END = b"</metrics>\n"
-#: A virtio answer ends with a blank line: that is how the guest knows it is whole.
-ANSWER_END = b"</metrics>\n\n"
-HOST_UNAVAILABLE = b"  <!-- host metrics not available -->\n"
-VM_UNAVAILABLE = b"  <!-- VM metrics not available -->\n"
 
 _TEXT_ESCAPES = str.maketrans({"&": "&amp;", "<": "&lt;", ">": "&gt;"})
 _ATTR_ESCAPES = str.maketrans({"&": "&amp;", "<": "&lt;", ">": "&gt;", "'": "&apos;", '"': "&quot;"})
@@ -187,7 +184,7 @@ class _VmElements:
         return self.fragment
 
 
-@dataclass(slots=True)
+@dataclass
 class Rendered:
     """One update's output: the whole document, and the fragments it is made of."""
 
@@ -197,6 +194,9 @@ class Rendered:
     domains: dict[str, Domain]
     document: bytes
     document_sum: int
+    #: Whether the VM list is complete (False while libvirt is unreachable):
+    #: a VM missing from ``vms`` is gone only if it is.
+    vms_known: bool = True
 
     def document_for(self, uuid: str) -> tuple[bytes, int]:
         """A document holding the host metrics and only VM *uuid*'s, with its sum."""
@@ -210,24 +210,6 @@ class Rendered:
             b"".join(p.data for p in parts),
             disk_format.combine(*(p.sum for p in parts)),
         )
-
-
-def virtio_answer(host: Fragment | None, vm: Fragment | None) -> bytes:
-    """A VM's answer on its virtio channel: the host's metrics and its own.
-
-    As in the C vhostmd, a part that is unknown or empty (not collected yet,
-    or every metric of it failed) is replaced by a "not available" comment.
-    """
-    return b"".join((
-        DOCUMENT_START,
-        host.data if host is not None and host.data else HOST_UNAVAILABLE,
-        vm.data if vm is not None and vm.data else VM_UNAVAILABLE,
-        ANSWER_END,
-    ))
-
-
-#: The answer a channel gives before the first update has been rendered.
-UNAVAILABLE_ANSWER = virtio_answer(None, None)
 
 
 class Renderer:
@@ -267,4 +249,5 @@ class Renderer:
             domains=domains,
             document=b"".join([p.data for p in parts]),
             document_sum=disk_format.combine(*[p.sum for p in parts]),
+            vms_known=snapshot.vms_known,
         )

@@ -8,7 +8,7 @@ Pure Python for Python 3.6 and later, standard library only. The pieces:
 - :mod:`~vhostmd_guest.port`: the virtio-serial exchange.
 - :mod:`~vhostmd_guest.xenstore`: xenstore, on Xen guests.
 - :mod:`~vhostmd_guest.sources`: whichever source works.
-- :mod:`~vhostmd_guest.groups`: libmetrics' grouped reads.
+- :mod:`~vhostmd_guest.groups`: grouped reads (the SAP set, libmetrics' groups).
 - :mod:`~vhostmd_guest.dump`: the ``vm-dump-metrics`` tool.
 """
 
@@ -41,8 +41,12 @@ from .errors import (
 from .groups import (
     CpuMetrics,
     MemoryMetrics,
+    SapHostMetrics,
+    SapVmMetrics,
     host_cpu_metrics,
     host_memory_metrics,
+    sap_host_metrics,
+    sap_vm_metrics,
     vm_cpu_metrics,
     vm_memory_metrics,
 )
@@ -58,7 +62,7 @@ from .sources import (
 )
 from .xenstore import read_xenstore
 
-__version__ = "0.1.0"
+__version__ = "2.0.0"
 
 __all__ = [
     "AmbiguousMetricError",
@@ -89,6 +93,8 @@ __all__ = [
     "PortNotFoundError",
     "REQUEST",
     "RawMetrics",
+    "SapHostMetrics",
+    "SapVmMetrics",
     "SourceOptions",
     "TruncatedDiskError",
     "VM",
@@ -111,6 +117,8 @@ __all__ = [
     "read_xenstore",
     "request_metrics",
     "request_metrics_async",
+    "sap_host_metrics",
+    "sap_vm_metrics",
     "vm_cpu_metrics",
     "vm_memory_metrics",
 ]

@@ -266,6 +266,14 @@ class DiskReader:
         """The typed value of a metric; see :meth:`MetricsDocument.value`."""
         return self.document().value(name, context, uuid)
 
+    def sap_host(self) -> groups.SapHostMetrics:
+        """Host metrics of the SAP set (see :mod:`vhostmd_guest.groups`)."""
+        return groups.sap_host_metrics(self.document())
+
+    def sap_vm(self, uuid: Optional[str] = None) -> groups.SapVmMetrics:
+        """SAP-set metrics of VM ``uuid``."""
+        return groups.sap_vm_metrics(self.document(), uuid)
+
     def host_memory(self) -> groups.MemoryMetrics:
         """Host memory group (see :mod:`vhostmd_guest.groups`)."""
         return groups.host_memory_metrics(self.document())

@@ -2,7 +2,9 @@
 
 Sources are the metrics disk (``-b``), the virtio port (``-i``) and
 xenstore (``-x``); without any of these flags they are tried in that order.
-The document is written exactly as received, or as JSON with ``--json``.
+The document is written exactly as received (``--format xml``), or parsed
+and printed as JSON (``--format json``, also ``--json``) or as Prometheus
+text exposition format (``--format prometheus``).
 Exit status: 0 on success, 1 when no source worked, 2 for usage errors.
 """
 
@@ -14,9 +16,12 @@ from typing import List, Optional
 from .document import parse_document
 from .errors import MetricsError, NoSourceError
 from .port import DEFAULT_PORT, DEFAULT_TIMEOUT
+from .prometheus import exposition
 from .sources import SOURCES, RawMetrics, SourceOptions, read_source
 
 PROG = "vm-dump-metrics"
+FORMATS = ("xml", "json", "prometheus")
+"""The output formats: the document as received, JSON, Prometheus text."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -47,8 +52,12 @@ def build_parser() -> argparse.ArgumentParser:
                         help="read this metrics disk (device or file) instead of scanning /sys/block")
     parser.add_argument("--port", metavar="PATH", default=DEFAULT_PORT,
                         help="virtio port (default %(default)s)")
-    parser.add_argument("--json", action="store_true",
-                        help="print the parsed metrics as JSON")
+    parser.add_argument("--format", choices=FORMATS, default="xml",
+                        help="xml: the document as received (the default); json: the parsed "
+                        "metrics as JSON; prometheus: Prometheus text format, for "
+                        "node_exporter's textfile collector")
+    parser.add_argument("--json", dest="format", action="store_const", const="json",
+                        help="the same as --format json")
     parser.add_argument("--timeout", metavar="SECONDS", type=_seconds, default=DEFAULT_TIMEOUT,
                         help="give up on a source after this long (default %(default)g)")
     return parser
@@ -76,10 +85,13 @@ def _options(args: argparse.Namespace) -> SourceOptions:
     )
 
 
-def _render(raw: RawMetrics, as_json: bool) -> bytes:
-    if not as_json:
+def _render(raw: RawMetrics, form: str) -> bytes:
+    if form == "xml":
         return raw.data
+    # A document that does not parse makes the source count as failed.
     document = parse_document(raw.data)
+    if form == "prometheus":
+        return exposition(document).encode("utf-8")
     out = {"source": raw.source, "location": raw.location, "metrics": document.to_list()}
     return (json.dumps(out, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
 
@@ -108,7 +120,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     for source in chosen or SOURCES:
         try:
             raw = read_source(source, options)
-            data = _render(raw, args.json)
+            data = _render(raw, args.format)
         except MetricsError as err:
             say("{}: {}".format(source, err))
             errors[source] = err

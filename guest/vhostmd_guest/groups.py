@@ -1,10 +1,19 @@
-"""Grouped reads, as the reference's libmetrics offers them.
+"""Grouped reads: the SAP set, and the groups of the reference's libmetrics.
 
 Each group gathers a few metrics of one context into a record. A field is
 ``None`` when the document lacks the metric or its value cannot be read as
-its type (the reference leaves such fields at zero).
+its type (the reference leaves such fields at zero), so a group read against
+a host that publishes another metric set gives mostly ``None`` fields.
 
-Field names and the metrics they come from:
+**The SAP set** (the host's shipped default, ``conf/vhostmd.conf``):
+:func:`sap_host_metrics` and :func:`sap_vm_metrics` give
+:class:`SapHostMetrics` and :class:`SapVmMetrics`, one field per metric,
+named after it (``FreePhysicalMemory`` is ``free_physical_memory``);
+:data:`SAP_HOST_METRIC_NAMES` and :data:`SAP_VM_METRIC_NAMES` map fields to
+metric names. Memory figures are MiB, times seconds.
+
+**libmetrics' groups** (the C vhostmd's own set, ``conf/vhostmd-upstream.conf``):
+field names and the metrics they come from:
 
 ======================== ================ =====================
 field                    metric           group
@@ -31,6 +40,59 @@ from typing import Callable, NamedTuple, Optional
 
 from .document import HOST, VM, MetricsDocument
 from .errors import MetricNotFoundError, MetricValueError
+
+
+class SapHostMetrics(NamedTuple):
+    """The host metrics of the SAP set (memory in MiB, times in seconds)."""
+
+    host_name: Optional[str]
+    host_system_info: Optional[str]
+    time: Optional[int]
+    virtualization_vendor: Optional[str]
+    virt_product_info: Optional[str]
+    number_of_physical_cpus: Optional[int]
+    total_cpu_time: Optional[float]
+    memory_allocated_to_virtual_servers: Optional[int]
+    free_physical_memory: Optional[int]
+    free_virtual_memory: Optional[int]
+    used_virtual_memory: Optional[int]
+    paged_in_memory: Optional[int]
+    paged_out_memory: Optional[int]
+
+
+class SapVmMetrics(NamedTuple):
+    """One VM's metrics of the SAP set (memory in MiB, CPU time in seconds)."""
+
+    total_cpu_time: Optional[float]
+    resource_processor_limit: Optional[int]
+    resource_memory_limit: Optional[int]
+    physical_memory_allocated_to_virtual_system: Optional[int]
+
+
+SAP_HOST_METRIC_NAMES = (
+    "HostName",
+    "HostSystemInfo",
+    "Time",
+    "VirtualizationVendor",
+    "VirtProductInfo",
+    "NumberOfPhysicalCPUs",
+    "TotalCPUTime",
+    "MemoryAllocatedToVirtualServers",
+    "FreePhysicalMemory",
+    "FreeVirtualMemory",
+    "UsedVirtualMemory",
+    "PagedInMemory",
+    "PagedOutMemory",
+)
+"""Metric names of the :class:`SapHostMetrics` fields, in field order."""
+
+SAP_VM_METRIC_NAMES = (
+    "TotalCPUTime",
+    "ResourceProcessorLimit",
+    "ResourceMemoryLimit",
+    "PhysicalMemoryAllocatedToVirtualSystem",
+)
+"""Metric names of the :class:`SapVmMetrics` fields, in field order."""
 
 
 class MemoryMetrics(NamedTuple):
@@ -76,6 +138,26 @@ def _read(doc: MetricsDocument, name: str, context: str, uuid: Optional[str],
         return None
 
 
+def _typed(doc: MetricsDocument, name: str, context: str, uuid: Optional[str]):
+    """The metric's value as its declared type says, or None."""
+    try:
+        return doc.value(name, context, uuid)
+    except (MetricNotFoundError, MetricValueError):
+        return None
+
+
+def sap_host_metrics(doc: MetricsDocument) -> SapHostMetrics:
+    """The host metrics of the SAP set, typed as the document declares them."""
+    return SapHostMetrics(*(_typed(doc, n, HOST, None) for n in SAP_HOST_METRIC_NAMES))
+
+
+def sap_vm_metrics(doc: MetricsDocument, uuid: Optional[str] = None) -> SapVmMetrics:
+    """The SAP set's metrics of VM ``uuid`` (without it, of the one VM the
+    document holds: a per-VM disk or a virtio answer; an ambiguous lookup
+    raises ``AmbiguousMetricError``)."""
+    return SapVmMetrics(*(_typed(doc, n, VM, uuid) for n in SAP_VM_METRIC_NAMES))
+
+
 def memory_metrics(doc: MetricsDocument, context: str = HOST,
                    uuid: Optional[str] = None) -> MemoryMetrics:
     """The memory group of ``context`` (``uuid`` chooses a VM, see
@@ -118,12 +200,18 @@ def vm_cpu_metrics(doc: MetricsDocument, uuid: Optional[str] = None) -> CpuMetri
 __all__ = [
     "CpuMetrics",
     "MemoryMetrics",
+    "SapHostMetrics",
+    "SapVmMetrics",
     "CPU_METRIC_NAMES",
     "MEMORY_METRIC_NAMES",
+    "SAP_HOST_METRIC_NAMES",
+    "SAP_VM_METRIC_NAMES",
     "cpu_metrics",
     "host_cpu_metrics",
     "host_memory_metrics",
     "memory_metrics",
+    "sap_host_metrics",
+    "sap_vm_metrics",
     "vm_cpu_metrics",
     "vm_memory_metrics",
 ]

@@ -9,7 +9,9 @@ without user/group = root in qemu.conf waits on a KVM capability probe.)
 
 QEMU runs as the same account; as a session daemon it daemonizes its
 QEMU processes, so stopping libvirtd alone would leave guests behind:
-stop() ends them by the pids libvirt recorded.
+stop() ends them by the pids libvirt recorded, all at once (destroying
+domains one by one waits for each QEMU to be reaped, seconds each where
+init reaps slowly).
 """
 
 import os
@@ -50,8 +52,11 @@ def unprivileged_account() -> Account:
 
 
 class SessionLibvirtd:
-    def __init__(self, top: Path, account: Account):
+    def __init__(self, top: Path, account: Account, log_filters: str = ""):
         self.account = account
+        #: libvirtd's log_filters (e.g. "1:qemu.qemu_monitor" logs every
+        #: QEMU monitor message); its log goes to self.log.
+        self.log_filters = log_filters
         # Short names: channel socket paths must fit in 108 bytes.
         self.home = top / "h"
         self.config = top / "c"
@@ -86,7 +91,10 @@ class SessionLibvirtd:
             self._own(d)
         conf_dir = self.config / "libvirt"
         self._own(conf_dir)
-        (conf_dir / "libvirtd.conf").write_text('log_outputs = "3:stderr"\n')
+        settings = 'log_outputs = "3:stderr"\n'
+        if self.log_filters:
+            settings = f'log_filters = "{self.log_filters}"\nlog_outputs = "1:stderr"\n'
+        (conf_dir / "libvirtd.conf").write_text(settings)
         # "file" instead of virtlogd: no second daemon to start and stop.
         (conf_dir / "qemu.conf").write_text('stdio_handler = "file"\n')
         env = {
@@ -132,30 +140,22 @@ class SessionLibvirtd:
         return libvirt.open(self.uri)
 
     def qemu_pids(self) -> list[int]:
+        """The running QEMU processes, from the pid files libvirt keeps per domain."""
         pids = []
         for pidfile in (self.runtime / "libvirt" / "qemu" / "run").glob("*.pid"):
+            if pidfile.name == "driver.pid":
+                continue  # libvirtd's own lock file
             try:
-                pids.append(int(pidfile.read_text().strip()))
+                pid = int(pidfile.read_text().strip())
             except (OSError, ValueError):
-                pass
+                continue
+            if _is_qemu(pid):
+                pids.append(pid)
         return pids
 
     def stop(self) -> None:
-        """Destroy the domains, end QEMU processes libvirt left behind, then libvirtd itself."""
-        if self.socket.exists():
-            try:
-                conn = self.connect()
-                for dom in conn.listAllDomains():
-                    if dom.isActive():
-                        try:
-                            dom.destroy()
-                        except libvirt.libvirtError:
-                            pass
-                conn.close()
-            except libvirt.libvirtError:
-                pass
-        for pid in self.qemu_pids():
-            _kill(pid)
+        """End the QEMU processes libvirt started, all at once, then libvirtd itself."""
+        kill_all(self.qemu_pids())
         if self.process and self.process.poll() is None:
             self.process.terminate()
             try:
@@ -173,20 +173,28 @@ def _is_qemu(pid: int) -> bool:
         return False
 
 
-def _kill(pid: int) -> None:
-    if not _is_qemu(pid):
-        return
+def _gone(pid: int) -> bool:
+    """Whether *pid* has ended: no such process, or a zombie its parent has not reaped yet."""
     try:
-        os.kill(pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    for _ in range(50):
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
+        stat = Path(f"/proc/{pid}/stat").read_bytes()
+    except OSError:
+        return True
+    return stat[stat.rindex(b")") + 2:][:1] in (b"Z", b"X")
+
+
+def kill_all(pids: list[int], grace: float = 5.0) -> None:
+    """SIGTERM every QEMU among *pids* at once, SIGKILL those left after *grace* seconds."""
+    pids = [pid for pid in pids if _is_qemu(pid)]
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for pid in pids:
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + grace
+        while pids and time.monotonic() < deadline:
+            pids = [pid for pid in pids if not _gone(pid)]
+            if pids:
+                time.sleep(0.05)
+        if not pids:
             return
-        time.sleep(0.1)
-    try:
-        os.kill(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass

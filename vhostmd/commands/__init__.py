@@ -1,0 +1,1 @@
+"""The ``vhostmd`` subcommands other than the daemon itself (``status``, ``attach``, ``detach``)."""
