@@ -319,4 +319,4 @@ def test_help_lists_a_new_command_by_itself(monkeypatch):
     text = cli.build_parser().format_help()
     assert "  frobnicate  Frobnicate the metrics." in text
     assert "Details" not in text
-    assert "{status,attach,detach,frobnicate}" in text
+    assert "{status,check,attach,detach,frobnicate}" in text

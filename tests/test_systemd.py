@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 
 from support import systemd_analyze
+from vhostmd.collect.virt import CALL_TIMEOUT
+from vhostmd.config import ACTION_TIMEOUT_CAP
 from vhostmd.sdnotify import Notifier
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -142,4 +144,10 @@ def test_unit_file_settings():
     for key in ("ProtectSystem", "PrivateTmp", "NoNewPrivileges", "ProtectHome"):
         assert key in settings
     assert "/dev/shm" in settings["ReadWritePaths"][0]
+    # The watchdog: an update running past half of it counts as stuck, so it
+    # must leave room for libvirt's timeout and the longest default action.
+    (watchdog,) = settings["WatchdogSec"]
+    assert watchdog.endswith("s") and float(watchdog[:-1]) / 2 > CALL_TIMEOUT + ACTION_TIMEOUT_CAP
+    # node_exporter's textfile directories, optional, for --prometheus-file.
+    assert "-/var/lib/prometheus/node-exporter" in settings["ReadWritePaths"][1].split()
     assert "--no-daemonize" in settings["ExecStart"][0]

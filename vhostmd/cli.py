@@ -18,6 +18,7 @@ from .pidfile import DEFAULT_PID_FILE, PidFile, PidFileError
 from .publish import Publisher, TransportError
 from .sdnotify import Notifier
 from .state import StatusFile
+from .textfile import PrometheusFile
 
 log = logging.getLogger("vhostmd")
 
@@ -59,6 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--status-file", metavar="FILE", type=Path,
                         help=f"state file for 'vhostmd status' (default {status_mod.DEFAULT_STATUS_FILE} "
                              "when run as root)")
+    parser.add_argument("--prometheus-file", metavar="FILE", type=Path,
+                        help="after every update, replace FILE (atomically) with the daemon's health "
+                             "in Prometheus text format, for node_exporter's textfile collector")
     parser.add_argument("--once", action="store_true",
                         help="run one update, publish it and exit (status 1 if it was not published)")
     parser.add_argument("--check", action="store_true",
@@ -83,33 +87,36 @@ def describe(config: Config) -> str:
     return "\n".join(lines)
 
 
+def _status(argv: list[str]) -> int:
+    """the daemon's state: last update, failed metrics, disk fill, channels"""
+    from .commands import status  # imported on use: the daemon never needs it
+
+    return status.main(argv)
+
+
+def _check(argv: list[str]) -> int:
+    """monitoring plugin (Nagios, Icinga): OK, WARNING, CRITICAL or UNKNOWN, with perfdata"""
+    from .commands import check
+
+    return check.main(argv)
+
+
 def _attach(argv: list[str]) -> int:
-    from .commands import attach  # imported on use: the daemon never needs it
+    """give a VM the metrics disk and the virtio channel"""
+    from .commands import attach
 
     return attach.main_attach(argv)
 
 
 def _detach(argv: list[str]) -> int:
+    """take them away from a VM again"""
     from .commands import attach
 
     return attach.main_detach(argv)
 
 
-def _status(argv: list[str]) -> int:
-    from .commands import status
-
-    return status.main(argv)
-
-
-SUBCOMMANDS = {"status": _status, "attach": _attach, "detach": _detach}
-
-#: What --help says of a command; one without an entry here is described by
-#: the first line of its function's docstring.
-COMMAND_SUMMARIES = {
-    "status": "the daemon's state: last update, failed metrics, disk fill, channels",
-    "attach": "give a VM the metrics disk and the virtio channel",
-    "detach": "take them away from a VM again",
-}
+#: The commands; --help describes each by the first line of its docstring.
+SUBCOMMANDS = {"status": _status, "check": _check, "attach": _attach, "detach": _detach}
 
 
 def commands_help() -> str:
@@ -117,7 +124,7 @@ def commands_help() -> str:
     lines = ["commands (a first argument naming one selects it; COMMAND --help for its options):"]
     width = max(map(len, SUBCOMMANDS))
     for name, run in SUBCOMMANDS.items():
-        summary = COMMAND_SUMMARIES.get(name) or (run.__doc__ or "").strip().split("\n")[0]
+        summary = (run.__doc__ or "").strip().split("\n")[0]
         lines.append(f"  {name:<{width}}  {summary}".rstrip())
     return "\n".join(lines)
 
@@ -215,7 +222,8 @@ def _uid(user: str | None) -> int | None:
 
 async def _run(config: Config, args, virt: Libvirt, publishers: list[Publisher],
                status_file: StatusFile | None) -> int:
-    daemon = Daemon(config, args.config, virt, publishers, status_file, Notifier.from_environment())
+    daemon = Daemon(config, args.config, virt, publishers, status_file, Notifier.from_environment(),
+                    PrometheusFile(args.prometheus_file.absolute()) if args.prometheus_file else None)
     if args.once:
         # A stop signal ends the one update early, with its clean-up.
         loop, task = asyncio.get_running_loop(), asyncio.current_task()
@@ -229,8 +237,7 @@ async def _run(config: Config, args, virt: Libvirt, publishers: list[Publisher],
             return EXIT_FAILURE
         finally:
             block_signals()
-        if status_file is not None:
-            status_file.write(daemon.status(running=False))
+        daemon.write_state(daemon.status(running=False))
         return EXIT_OK if report.published else EXIT_FAILURE
     log.info("vhostmd %s started (pid %d), update period %d s",
              __version__, os.getpid(), config.update_period)

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-from . import config as config_mod
+from . import config as config_mod, exposition
 from .collect.virt import Libvirt
 from .config import Config, ConfigError
 from .pipeline import Pipeline, UpdateReport
@@ -19,7 +19,9 @@ from .publish import Publisher, PublishErrorLog, TransportError
 from .sdnotify import Notifier
 from .pidfile import process_start
 from .state import DaemonStatus, StatusFile, UpdateStatus, summary
+from .textfile import PrometheusFile
 from .transports import close_transports, open_transports, start_transports
+from .watchdog import Watchdog, longest_step
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +74,7 @@ class Daemon:
     def __init__(
         self, config: Config, config_path: Path, virt: Libvirt, transports: Sequence[Publisher],
         status_file: StatusFile | None = None, notifier: Notifier | None = None,
+        prometheus_file: PrometheusFile | None = None,
     ):
         self.config_path = config_path
         self.virt = virt
@@ -82,6 +85,12 @@ class Daemon:
         self.notifier = notifier or Notifier(None)
         self.started = time.time()
         self._process_start = process_start(os.getpid()) or 0
+        self.prometheus_file = prometheus_file
+        #: Updates finished, and of those the ones not published everywhere.
+        self.updates = 0
+        self.publish_failures = 0
+        #: time.monotonic() when the update in progress started; None between updates.
+        self.update_started: float | None = None
         self._problems = ProblemLog()
         self._publish_errors = PublishErrorLog()
         self._stop = asyncio.Event()
@@ -106,6 +115,9 @@ class Daemon:
         self._problems.update(report.problems)
         self._publish_errors.update(report.publish_errors)
         self.last_report = report
+        self.updates += 1
+        if not report.published:
+            self.publish_failures += 1
         self._report_status()
         log.debug(
             "update: %d VMs, %d metrics, %d bytes, %.1f ms (%.1f ms CPU)",
@@ -132,12 +144,25 @@ class Daemon:
                 publish_errors=tuple(report.publish_errors),
             ) if report is not None else None,
             transports=self.pipeline.status(),
+            updates=self.updates,
+            publish_failures=self.publish_failures,
         )
+
+    def write_state(self, status: DaemonStatus) -> None:
+        """The state file and the Prometheus file; neither can fail an update."""
+        if self.status_file is not None:
+            self.status_file.write(status)
+        if self.prometheus_file is not None:
+            self.prometheus_file.write(exposition.render(status, up=status.running))
+
+    def update_age(self) -> float | None:
+        """How long the update in progress has run (None between updates), for the watchdog."""
+        started = self.update_started
+        return None if started is None else time.monotonic() - started
 
     def _report_status(self, running: bool = True) -> None:
         status = self.status(running)
-        if self.status_file is not None:
-            self.status_file.write(status)
+        self.write_state(status)
         if running and status.last_update is not None:
             text = summary(status.last_update)
             # Ready once something was published: guests can read metrics.
@@ -163,9 +188,12 @@ class Daemon:
         # Handled from now on; one that came during start-up is delivered here.
         unblock_signals()
         await start_transports(self.pipeline.publishers)
+        watchdog = self._start_watchdog()
         try:
             await self._loop(loop)
         finally:
+            if watchdog is not None:
+                watchdog.cancel()
             self.notifier.stopping()
             # Handlers stay until the transports are closed: a second SIGTERM
             # while channels close must not kill the daemon half-way.
@@ -177,8 +205,24 @@ class Daemon:
                 block_signals()
                 for sig in HANDLED_SIGNALS:
                     loop.remove_signal_handler(sig)
-            if self.status_file is not None:
-                self.status_file.write(self.status(running=False))
+            self.write_state(self.status(running=False))
+
+    def _start_watchdog(self) -> asyncio.Task | None:
+        """Keep-alive pings for systemd, when it asks for them (WatchdogSec=)."""
+        usec = self.notifier.watchdog_usec
+        if not usec:
+            return None
+        dog = Watchdog(self.notifier, usec, self.update_age)
+        timeouts = [m.timeout or self.config.action_timeout for m in self.config.metrics if m.action]
+        longest = longest_step(timeouts, self.virt.timeout)
+        if longest >= dog.stuck_after:
+            log.warning(
+                "an update may wait %g s for libvirt and an action, but the watchdog takes an update "
+                "running %g s (half of WatchdogSec) as stuck: raise WatchdogSec above %g s",
+                longest, dog.stuck_after, 2 * longest,
+            )
+        log.debug("watchdog: pinging systemd every %g s", dog.interval)
+        return asyncio.ensure_future(dog.run())
 
     async def _loop(self, loop: asyncio.AbstractEventLoop) -> None:
         due = loop.time()
@@ -188,9 +232,13 @@ class Daemon:
                 await self.reload()
             period = self.config.update_period
             started = loop.time()
+            self.update_started = time.monotonic()
             update = asyncio.ensure_future(self.update())
             stopper = asyncio.ensure_future(self._stop.wait())
-            await asyncio.wait({update, stopper}, return_when=asyncio.FIRST_COMPLETED)
+            try:
+                await asyncio.wait({update, stopper}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                self.update_started = None
             stopper.cancel()
             if not update.done():
                 # Stopping mid-update: cancelling kills the running actions.

@@ -15,7 +15,10 @@ def setup_logging(foreground: bool, verbose: bool) -> None:
     for handler in list(root.handlers):
         root.removeHandler(handler)
     handler: logging.Handler
-    if foreground:
+    if foreground and stderr_is_journal():
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(JournalFormatter("%(levelname)s: %(message)s"))
+    elif foreground:
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(logging.Formatter("vhostmd: %(levelname)s: %(message)s"))
     else:
@@ -28,6 +31,42 @@ def setup_logging(foreground: bool, verbose: bool) -> None:
         handler.setFormatter(logging.Formatter(f"vhostmd[{os.getpid()}]: %(message)s"))
     root.addHandler(handler)
     root.setLevel(logging.DEBUG if verbose else logging.INFO)
+
+
+def stderr_is_journal() -> bool:
+    """Whether stderr is systemd's journal stream ($JOURNAL_STREAM is its "DEV:INODE").
+
+    Checked against stderr itself: a shell started from the service inherits
+    the variable, but its stderr may go elsewhere.
+    """
+    value = os.environ.get("JOURNAL_STREAM", "")
+    try:
+        dev, inode = (int(part) for part in value.split(":"))
+        info = os.fstat(2)
+    except (ValueError, OSError):
+        return False
+    return (info.st_dev, info.st_ino) == (dev, inode)
+
+
+#: sd-daemon(3)'s priority prefixes: journald takes "<N>" at the start of a
+#: line as its priority (so `journalctl -p warning` finds warnings).
+JOURNAL_PRIORITIES = ((logging.ERROR, 3), (logging.WARNING, 4), (logging.INFO, 6))
+
+
+class JournalFormatter(logging.Formatter):
+    """Starts every line of a record with its "<N>" priority, tracebacks included."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        prefix = f"<{journal_priority(record.levelno)}>"
+        return "\n".join(prefix + line for line in super().format(record).split("\n"))
+
+
+def journal_priority(level: int) -> int:
+    """The syslog priority of a logging level (CRITICAL and ERROR are both 3, err)."""
+    for threshold, priority in JOURNAL_PRIORITIES:
+        if level >= threshold:
+            return priority
+    return 7
 
 
 def daemonize() -> None:

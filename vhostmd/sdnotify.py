@@ -14,17 +14,23 @@ log = logging.getLogger(__name__)
 
 
 class Notifier:
-    """Sends READY=1, STATUS=..., RELOADING=1 and STOPPING=1 to systemd."""
+    """Sends READY=1, STATUS=..., RELOADING=1, STOPPING=1 and WATCHDOG=1 to systemd."""
 
-    def __init__(self, address: str | None):
+    def __init__(self, address: str | None, watchdog_usec: int | None = None):
         self.address = address or None
+        #: systemd's WatchdogSec= in microseconds, when it asks for keep-alive pings.
+        self.watchdog_usec = watchdog_usec if self.address else None
         self.ready_sent = False
         self._failed = False
 
     @classmethod
     def from_environment(cls) -> "Notifier":
-        """Take $NOTIFY_SOCKET and remove it, so that actions do not inherit it."""
-        return cls(os.environ.pop("NOTIFY_SOCKET", None))
+        """Take $NOTIFY_SOCKET and the watchdog's variables and remove them,
+        so that actions do not inherit them."""
+        address = os.environ.pop("NOTIFY_SOCKET", None)
+        usec = os.environ.pop("WATCHDOG_USEC", None)
+        pid = os.environ.pop("WATCHDOG_PID", None)
+        return cls(address, watchdog_usec=_watchdog_usec(usec, pid))
 
     @property
     def enabled(self) -> bool:
@@ -62,3 +68,21 @@ class Notifier:
 
     def stopping(self) -> None:
         self.send("STOPPING=1", "STATUS=stopping")
+
+    def watchdog(self) -> None:
+        """The keep-alive ping: systemd kills the daemon when they stop coming."""
+        self.send("WATCHDOG=1")
+
+
+def _watchdog_usec(usec: str | None, pid: str | None) -> int | None:
+    """WATCHDOG_USEC when it is meant for this process (WATCHDOG_PID, if set, is ours)."""
+    if not usec:
+        return None
+    try:
+        value = int(usec)
+        if pid and int(pid) != os.getpid():
+            return None
+    except ValueError:
+        log.warning("ignoring the watchdog: WATCHDOG_USEC=%r WATCHDOG_PID=%r are not numbers", usec, pid)
+        return None
+    return value if value > 0 else None

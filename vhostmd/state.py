@@ -55,6 +55,12 @@ class ChannelStatus:
     refused: int = 0
     #: Times a guest asked faster than rate_limit allows (its answers wait).
     rate_limited: int = 0
+    #: Requests answered since the transport started (invalid ones included).
+    requests: int = 0
+    #: Requests answered INVALID REQUEST since the transport started.
+    invalid: int = 0
+    #: VMs with metrics whose channel is not open (no socket yet, back-off, max_channels).
+    unconnected: int = 0
     #: Anything else the transport wants an admin to see, one line each.
     notes: tuple[str, ...] = ()
 
@@ -104,6 +110,10 @@ class DaemonStatus:
     last_update: UpdateStatus | None = None
     transports: tuple[TransportStatus, ...] = ()
     format: int = FORMAT
+    #: Updates finished since the daemon started (0 in files older writers made).
+    updates: int = 0
+    #: Of those, the updates not published everywhere.
+    publish_failures: int = 0
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=True) + "\n"

@@ -14,11 +14,14 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from .. import exposition
 from ..pidfile import pid_alive
 from ..state import DEFAULT_STATUS_FILE, DaemonStatus, TransportStatus, read
 
 #: An update older than this many periods means the daemon is stuck.
 STALE_PERIODS = 3
+
+FORMATS = ("text", "json", "prometheus")
 
 #: Exit statuses of ``vhostmd status`` (0 and 3 as LSB init scripts use them).
 EXIT_HEALTHY, EXIT_DEGRADED, EXIT_NOT_RUNNING, EXIT_UNKNOWN = 0, 1, 3, 4
@@ -118,8 +121,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--status-file", metavar="FILE", type=Path, default=DEFAULT_STATUS_FILE,
                         help=f"the daemon's state file (default {DEFAULT_STATUS_FILE})")
-    parser.add_argument("--json", action="store_true",
-                        help="print the state file's content plus the verdict as JSON")
+    parser.add_argument("--format", choices=FORMATS, default="text",
+                        help="text (default); json: the state file's content plus the verdict; "
+                             "prometheus: the Prometheus text exposition format")
+    parser.add_argument("--json", dest="format", action="store_const", const="json",
+                        help="the same as --format json")
     return parser
 
 
@@ -134,11 +140,16 @@ def main(argv: list[str]) -> int:
     except (OSError, ValueError) as err:
         why = getattr(err, "strerror", None) or str(err)
         print(f"vhostmd status: cannot read {args.status_file}: {why}", file=sys.stderr)
+        if args.format == "prometheus":
+            print(exposition.render(None, up=False), end="")
         return EXIT_UNKNOWN
     alive = status is not None and status.running and pid_alive(status.pid, program=b"vhostmd",
                                                                  started=status.process_start)
     verdict = judge(status, args.status_file, now, alive)
-    if args.json:
+    if args.format == "prometheus":
+        up = verdict.exit in (EXIT_HEALTHY, EXIT_DEGRADED)
+        print(exposition.render(status, up=up), end="")
+    elif args.format == "json":
         out = {
             "running": verdict.exit in (EXIT_HEALTHY, EXIT_DEGRADED),
             "healthy": verdict.exit == EXIT_HEALTHY,
