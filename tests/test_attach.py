@@ -207,3 +207,27 @@ def test_command_line_reports_a_bad_config_and_a_bad_uri(tmp_path):
     bad_uri = vhostmd("attach", "-c", f"test://{tmp_path}/no-node.xml", "-f", str(write_config(tmp_path)), "web1")
     assert bad_uri.returncode == 1 and "cannot connect to libvirt" in bad_uri.stderr
     assert not os.path.exists(tmp_path / "vhostmd0")
+
+
+def test_xenstore_alone_has_nothing_to_attach_and_says_so(tmp_path):
+    conf = str(write_config(tmp_path, transports=("xenstore",)))
+    uri = f"test://{node_file(tmp_path)}"
+    before = vhostmd("attach", "--print", "-c", uri, "-f", conf, "web1")
+    for command in ("attach", "detach"):
+        done = vhostmd(command, "-c", uri, "-f", conf, "web1")
+        assert done.returncode == 0, done.stderr
+        # The test driver's web1 runs as domain 1.
+        assert done.stdout == (f"xenstore: nothing to {command}: the daemon writes the domain's "
+                               "metrics to /local/domain/1/metrics, which a Xen guest reads with "
+                               "vm-dump-metrics -x\n")
+    assert before.returncode == 0 and before.stdout == ""
+    assert "xenstore: nothing to attach" in before.stderr
+    assert not os.path.exists(tmp_path / "vhostmd0")
+
+
+def test_xenstore_beside_the_disk_attaches_the_disk_and_notes_xenstore(tmp_path):
+    conf = str(write_config(tmp_path, transports=("vbd", "xenstore")))
+    uri = f"test://{node_file(tmp_path)}"
+    done = vhostmd("attach", "-c", uri, "-f", conf, "web1")
+    assert done.returncode == 0, done.stderr
+    assert "metrics disk" in done.stdout and "xenstore: nothing to attach" in done.stdout

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from xenstored import xenstored_kit  # noqa: F401  (fixture)
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -35,3 +37,13 @@ def test_virtio_benchmark_runs(mode, extra):
     if "--churn" in extra:
         assert len(row) == 8 and "crash-looping QEMUs used" in run.stdout  # log lines a minute
     assert "skipped" not in run.stdout and "lost" not in run.stdout
+
+
+def test_xenstore_benchmark_runs(xenstored_kit):
+    run = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "xenstore_publish.py"), "--vms", "3", "--updates", "2"],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert run.returncode == 0, run.stderr
+    rows = run.stdout.strip().splitlines()
+    assert len(rows) == 2 and all("3 VMs" in r and "ms CPU per update" in r for r in rows), rows

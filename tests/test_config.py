@@ -128,7 +128,8 @@ def test_expiration_time_raised_to_three_update_periods():
         (("Virtio",), {"virtio"}),
         (("vbd0", "virtio-serial"), {"vbd", "virtio"}),
         (("nonsense",), {"vbd"}),
-        (("xenstore",), {"vbd"}),
+        (("xenstore",), {"xenstore"}),
+        (("XenStore", "vbd"), {"vbd", "xenstore"}),
     ],
 )
 def test_transports_match_case_insensitive_prefix(transports, expected):
@@ -136,11 +137,25 @@ def test_transports_match_case_insensitive_prefix(transports, expected):
     assert cfg.transports == expected
 
 
-def test_unknown_and_xenstore_transports_are_reported():
-    cfg = parse(config_xml(metric("A", "echo a"), transports=("xenstore", "carrier-pigeon")))
-    assert any("xenstore is not supported" in w for w in cfg.warnings)
+def test_unknown_transports_are_reported():
+    cfg = parse(config_xml(metric("A", "echo a"), transports=("carrier-pigeon",)))
     assert any("'carrier-pigeon'" in w for w in cfg.warnings)
     assert any("using vbd" in w for w in cfg.warnings)
+
+
+def test_xenstore_max_size_defaults_to_xenstoreds_quota_and_is_bounded():
+    cfg = parse(config_xml(metric("A", "echo a"), transports=("xenstore",)))
+    assert cfg.xenstore.max_size == 2048
+    assert not cfg.warnings
+    cfg = parse(config_xml(metric("A", "echo a"), transports=("xenstore",),
+                           virtio="<xenstore><max_size> 4000 </max_size></xenstore>"))
+    assert cfg.xenstore.max_size == 4000
+    with pytest.raises(ConfigError, match=r":\d+: xenstore max_size 4069 is over 4068 bytes"):
+        parse(config_xml(metric("A", "echo a"), transports=("xenstore",),
+                         virtio="<xenstore><max_size>4069</max_size></xenstore>"))
+    with pytest.raises(ConfigError, match="max_size 100 is less than 256"):
+        parse(config_xml(metric("A", "echo a"), transports=("xenstore",),
+                         virtio="<xenstore><max_size>100</max_size></xenstore>"))
 
 
 @pytest.mark.parametrize(

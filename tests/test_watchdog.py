@@ -75,9 +75,9 @@ def gaps(times: list[float]) -> list[float]:
 
 
 def start(tmp_path: Path, notify: NotifySocket, metrics: str, stderr, watchdog_pid: str | None = None,
-          verbose: bool = False) -> subprocess.Popen:
+          verbose: bool = False, size: str = '<size unit="k">64</size>') -> subprocess.Popen:
     conf = tmp_path / "vhostmd.conf"
-    conf.write_text(config_xml(metrics, disk=tmp_path / "vhostmd0"))
+    conf.write_text(config_xml(metrics, disk=tmp_path / "vhostmd0", size=size))
     env = daemon_env()
     env.update(NOTIFY_SOCKET=str(notify.path), WATCHDOG_USEC=str(WATCHDOG_USEC))
     env.pop("JOURNAL_STREAM", None)
@@ -186,5 +186,20 @@ def test_no_pings_when_watchdog_pid_is_another_process(tmp_path, notify):
         ready = wait_for(notify.ready_at)
         time.sleep(2.5)
         assert notify.pings() == []
+    finally:
+        finish(proc)
+
+
+def test_ready_after_an_update_that_could_not_be_published(tmp_path, notify):
+    # The document cannot fit a 1 KiB disk: the daemon is up all the same,
+    # says why, and keeps trying; never becoming ready would only get it
+    # restarted in a loop by systemd.
+    metrics = metric("Big", "head -c 3000 /dev/zero | tr '\\0' x")
+    with open(tmp_path / "stderr.log", "w") as err:
+        proc = start(tmp_path, notify, metrics, err, size='<size unit="k">1</size>')
+    try:
+        wait_for(notify.ready_at)
+        ready = next(msg for _, msg in list(notify.received) if msg.get("READY") == "1")
+        assert "NOT PUBLISHED" in ready.get("STATUS", ""), ready
     finally:
         finish(proc)

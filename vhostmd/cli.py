@@ -158,6 +158,9 @@ def main(argv: list[str] | None = None) -> int:
     for warning in config.warnings:
         log.warning("%s", warning)
     transports.announce(config)
+    if "xenstore" in config.transports and args.user:
+        log.warning("xenstore transport with -u %s: xenstored's socket is normally root's only, "
+                    "so the daemon, running as %s, cannot connect to it", args.user, args.user)
 
     try:
         # Opened as root, before privileges are dropped. One update cannot

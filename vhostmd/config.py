@@ -35,6 +35,12 @@ SECONDS_MAX = 86400.0
 RATE_LIMIT_MIN = 0.01
 RATE_LIMIT_MAX = 10000.0
 RATE_BURST_MAX = 10000
+#: oxenstored's and C xenstored's default quota for one value, in bytes.
+DEFAULT_XENSTORE_MAX_SIZE = 2048
+XENSTORE_MAX_SIZE_MIN = 256
+#: A write's payload (path, NUL, value) is at most 4096 bytes; the longest
+#: path is /local/domain/32767/metrics (27 bytes).
+XENSTORE_MAX_SIZE_MAX = 4096 - len("/local/domain/32767/metrics") - 1
 #: An action gets at most this long by default, and never more than half the
 #: update period, so one stuck action cannot make the daemon miss its period.
 ACTION_TIMEOUT_CAP = 10.0
@@ -130,6 +136,14 @@ class VirtioConfig:
 
 
 @dataclass(frozen=True)
+class XenstoreConfig:
+    """Each Xen domain's metrics in xenstore (transport ``xenstore``)."""
+
+    #: Extension: the largest document written; a larger one is not written.
+    max_size: int = DEFAULT_XENSTORE_MAX_SIZE
+
+
+@dataclass(frozen=True)
 class Config:
     """Everything the daemon takes from its configuration file."""
 
@@ -137,6 +151,7 @@ class Config:
     update_period: int
     disk: DiskConfig = field(default_factory=DiskConfig)
     virtio: VirtioConfig = field(default_factory=VirtioConfig)
+    xenstore: XenstoreConfig = field(default_factory=XenstoreConfig)
     #: PATH for actions; None keeps the daemon's own PATH.
     search_path: str | None = None
     transports: frozenset[str] = frozenset({"vbd"})
@@ -231,6 +246,7 @@ class _Interpreter:
         transports = self.transports(globals_)
         disk = self.disk(globals_.find("disk"))
         virtio = self.virtio(globals_.find("virtio"), period)
+        xenstore = self.xenstore(globals_.find("xenstore"))
         path_elem = globals_.find("path")
         search_path = _text(path_elem) if path_elem is not None else None
         timeout_elem = globals_.find("action_timeout")
@@ -246,6 +262,7 @@ class _Interpreter:
             update_period=period,
             disk=disk,
             virtio=virtio,
+            xenstore=xenstore,
             search_path=search_path or None,
             transports=transports,
             action_timeout=action_timeout,
@@ -299,8 +316,6 @@ class _Interpreter:
             match = next((t for t in TRANSPORTS if text.startswith(t)), None)
             if match is None:
                 self.warn(elem, f"unknown transport {_text(elem)!r} ignored")
-            elif match == "xenstore":
-                self.warn(elem, "transport xenstore is not supported by this vhostmd; ignored")
             else:
                 found.add(match)
         if not found:
@@ -332,6 +347,21 @@ class _Interpreter:
             size=size,
             per_vm_dir=per_vm_dir,
         )
+
+    def xenstore(self, elem) -> XenstoreConfig:
+        if elem is None or elem.find("max_size") is None:
+            return XenstoreConfig()
+        size_elem = elem.find("max_size")
+        # The bound below says why; this one only keeps huge numbers out.
+        size = self.integer(size_elem, "xenstore max_size", minimum=XENSTORE_MAX_SIZE_MIN,
+                            maximum=1 << 20)
+        if size > XENSTORE_MAX_SIZE_MAX:
+            raise self.error(
+                size_elem,
+                f"xenstore max_size {size} is over {XENSTORE_MAX_SIZE_MAX} bytes, the most "
+                f"xenstore's 4096-byte messages can carry",
+            )
+        return XenstoreConfig(max_size=size)
 
     def virtio(self, elem, period: int) -> VirtioConfig:
         if elem is None:

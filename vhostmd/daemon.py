@@ -165,8 +165,11 @@ class Daemon:
         self.write_state(status)
         if running and status.last_update is not None:
             text = summary(status.last_update)
-            # Ready once something was published: guests can read metrics.
-            if not self.notifier.ready_sent and status.last_update.published:
+            # Ready once the first update is done, published or not: a unit
+            # that never became ready would be restarted in a loop, and no
+            # restart mends a disk that is too small or one VM's oversize
+            # value. What failed is in STATUS=, the journal and `vhostmd check`.
+            if not self.notifier.ready_sent:
                 self.notifier.ready(text)
             else:
                 self.notifier.status(text)

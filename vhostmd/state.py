@@ -75,6 +75,8 @@ class TransportStatus:
     errors: tuple[str, ...] = ()
     #: Events an admin should know of that are not errors now (a disk re-created).
     notes: tuple[str, ...] = ()
+    #: What ``disks`` holds, for the text ("disks"; "values" for xenstore's).
+    kind: str = "disks"
 
 
 @dataclass(frozen=True)

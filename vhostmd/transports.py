@@ -19,6 +19,7 @@ from .publish import Publisher, capacity
 from .publish.per_vm_disks import PerVmDiskPublisher, open_per_vm_disks, prepare_per_vm_disks
 from .publish.shared_disk import DiskPublisher, open_shared_disk
 from .publish.virtio.transport import VirtioTransport, open_virtio
+from .publish.xenstore import publisher as xenstore
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +44,7 @@ TRANSPORTS: tuple[Transport, ...] = (
     Transport(DiskPublisher, open_shared_disk),
     Transport(PerVmDiskPublisher, open_per_vm_disks, prepare=prepare_per_vm_disks),
     Transport(VirtioTransport, open_virtio, serves=True),
+    Transport(xenstore.XenstorePublisher, xenstore.open_xenstore),
 )
 
 
@@ -102,6 +104,10 @@ def describe(config: Config) -> list[str]:
             f"virtio: channels under {v.channel_path}, at most {v.max_channels}, "
             f"expire after {v.expiration_time} s, {v.rate_limit:g} requests/s (burst {v.rate_burst})"
         )
+    if "xenstore" in config.transports:
+        lines.append(xenstore.describe(config))
+        if xenstore.over_limit(config):
+            lines.append(f"warning: {xenstore.OVER_LIMIT}")
     return lines
 
 
@@ -109,3 +115,5 @@ def announce(config: Config) -> None:
     """Log, at startup, how many VMs the shared disk holds (estimated)."""
     if "vbd" in config.transports and config.disk.per_vm_dir is None:
         log.info("metrics disk %s %s", config.disk.path, capacity.estimate(config).describe())
+    if "xenstore" in config.transports and xenstore.over_limit(config):
+        log.warning("%s: %s", xenstore.describe(config), xenstore.OVER_LIMIT)

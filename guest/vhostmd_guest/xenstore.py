@@ -51,16 +51,17 @@ def _run(argv: List[str], timeout: float) -> subprocess.CompletedProcess:
 def _read_key(command: str, key: str, timeout: float) -> bytes:
     raw = _run([command, "-R", key], timeout)
     if raw.returncode == 0:
-        value = raw.stdout
-    else:
-        plain = _run([command, key], timeout)
-        if plain.returncode != 0:
-            message = plain.stderr.decode("utf-8", "replace").strip() or "exit status {}".format(
-                plain.returncode
-            )
-            raise XenstoreError("xenstore key {} cannot be read: {}".format(key, message))
-        value = unescape(plain.stdout)
-    return value[:-1] if value.endswith(b"\n") else value
+        # -R prints the value as it is, with no newline after it.
+        return raw.stdout
+    plain = _run([command, key], timeout)
+    if plain.returncode != 0:
+        message = plain.stderr.decode("utf-8", "replace").strip() or "exit status {}".format(
+            plain.returncode
+        )
+        raise XenstoreError("xenstore key {} cannot be read: {}".format(key, message))
+    # Without -R the value is escaped and followed by a newline.
+    value = plain.stdout[:-1] if plain.stdout.endswith(b"\n") else plain.stdout
+    return unescape(value)
 
 
 def read_xenstore(timeout: float = 5.0, command: str = XENSTORE_READ) -> bytes:

@@ -10,7 +10,9 @@ the running domain):
 - the virtio-serial channel ``org.github.vhostmd.1`` (libvirt creates the
   host socket in its channel directory, where the daemon looks).
 
-Which of the two is attached follows the configuration's transports.
+Which of the two is attached follows the configuration's transports. The
+xenstore transport needs nothing attached: a Xen guest reads its metrics from
+its own xenstore directory, so for it the commands only say so.
 """
 
 from __future__ import annotations
@@ -61,6 +63,8 @@ class Outcome:
     devices: tuple[Device, ...]
     live: bool
     persistent: bool
+    #: The domain's id while it runs (-1 otherwise), for the xenstore note.
+    domid: int = -1
 
 
 def disk_xml(path: Path, target: str) -> str:
@@ -197,8 +201,10 @@ def attach(
             f"(run 'vhostmd detach {name}' first to attach again)"
         )
     if not wanted:
+        if "xenstore" in config.transports:
+            return Outcome(dom.name(), (), live, persistent, dom.ID())
         raise AttachError(f"{config.source} configures neither the vbd nor the virtio transport")
-    outcome = Outcome(dom.name(), tuple(wanted), live, persistent)
+    outcome = Outcome(dom.name(), tuple(wanted), live, persistent, dom.ID())
     if dry_run:
         return outcome
     if path is not None:
@@ -226,6 +232,8 @@ def detach(
 
     config_devices = ours(_xml(dom, True)) if persistent else []
     live_devices = ours(_xml(dom, False)) if live else []
+    if not config_devices and not live_devices and xenstore_only(config):
+        return Outcome(dom.name(), (), live, persistent, dom.ID())
     if not config_devices and not live_devices:
         where = " or ".join(w for w, on in (("configuration", persistent), ("running domain", live)) if on)
         raise AttachError(f"domain {dom.name()!r} has no vhostmd disk or channel in its {where}")
@@ -245,6 +253,17 @@ def detach(
             attach=False,
         )
     return outcome
+
+
+def xenstore_only(config: Config) -> bool:
+    return "xenstore" in config.transports and not {"vbd", "virtio"} & config.transports
+
+
+def xenstore_note(domid: int, command: str) -> str:
+    """What attach/detach say about the xenstore transport: there is nothing to do."""
+    where = f"/local/domain/{domid}/metrics" if domid >= 0 else "/local/domain/<id>/metrics"
+    return (f"xenstore: nothing to {command}: the daemon writes the domain's metrics to "
+            f"{where}, which a Xen guest reads with vm-dump-metrics -x")
 
 
 def _describe(elem) -> str:
@@ -366,8 +385,12 @@ def _main(command: str, argv: list[str]) -> int:
         return EXIT_FAILURE
     finally:
         conn.close()
+    if "xenstore" in config.transports:
+        # On stderr with --print, whose output is the devices' XML alone.
+        print(xenstore_note(outcome.domid, command), file=sys.stderr if args.dry_run else sys.stdout)
     if args.dry_run:
-        print("\n".join(d.xml.rstrip("\n") for d in outcome.devices))
+        if outcome.devices:
+            print("\n".join(d.xml.rstrip("\n") for d in outcome.devices))
         return EXIT_OK
     scopes = " and ".join(s for s, on in (("configuration", outcome.persistent), ("running domain", outcome.live)) if on)
     verb = "attached to" if command == "attach" else "detached from"

@@ -95,11 +95,11 @@ def _transport_lines(t: TransportStatus) -> list[str]:
     elif t.disks:
         fullest = max(t.disks, key=lambda d: d.fill)
         lines.append(
-            f"{t.name}: {len(t.disks)} disks, fullest {fullest.path}: "
+            f"{t.name}: {len(t.disks)} {t.kind}, fullest {fullest.path}: "
             f"{fullest.used} of {fullest.size} bytes ({fullest.fill:.1%})"
         )
     else:
-        lines.append(f"{t.name}: no disks" if t.channels is None else f"{t.name}:")
+        lines.append(f"{t.name}: no {t.kind}" if t.channels is None else f"{t.name}:")
     if t.channels is not None:
         c = t.channels
         lines[-1] += f" {c.connected} channels connected, {c.refused} refused, {c.rate_limited} rate-limited"
