@@ -22,9 +22,15 @@ runs in its own process, whose CPU time is read from /proc:
                   server can spend (why the transport does not use asyncio).
 
 --hostile K adds K more channels whose guests misbehave from the start: half
-ask without ever reading the answers, half send garbage without end. The
-figures are still those of the N well-behaved guests. (The floors are not
-built for such guests: they only show what serving well-behaved ones costs.)
+ask without ever reading the answers, half send garbage without end
+(--hostile-kind garbage or no-read: all of them). The figures are still
+those of the N well-behaved guests. (The floors are not built for such
+guests: they only show what serving well-behaved ones costs.)
+
+--churn K adds K more VMs whose QEMU crash-loops: a separate process
+removes and re-creates each one's channel directory and socket every
+--churn-interval seconds (10 ms), closing whatever the server connected.
+The table then also shows how many lines the server logged per minute.
 
 Usage: .venv/bin/python benchmarks/virtio_serve.py [--channels 10,100,1024] [--seconds 30]
 """
@@ -65,6 +71,10 @@ def vm_uuid(i: int) -> str:
 
 def serve(channel_path: Path, channels: int, period: int) -> None:
     """Run the virtio transport on synthetic updates until SIGTERM."""
+    import logging
+
+    # As the daemon logs (INFO and up, one line each), so that --churn counts them.
+    logging.basicConfig(level=logging.INFO, format="%(name)s: %(levelname)s: %(message)s")
     from vhostmd.config import VirtioConfig
     from vhostmd.model import Domain, Metric, Snapshot, VmMetrics
     from vhostmd.render import Renderer
@@ -205,6 +215,41 @@ def node_file(path: Path, channels: int) -> None:
 # QEMU and the guests
 
 
+def churn(channel_path: Path, first: int, count: int, interval: float) -> None:
+    """--churn: crash-looping QEMUs for VMs first..first+count-1, until SIGTERM.
+
+    Each cycle, each VM's channel directory goes (closing the listening
+    socket and whatever the server connected) and comes back with a new
+    listening socket, as a QEMU that dies and is started again.
+    """
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    held: dict[int, list[socket.socket]] = {}
+    while True:
+        for i in range(first, first + count):
+            for sock in held.pop(i, ()):
+                sock.close()
+            directory = channel_path / f"{i}-vm{i}"
+            try:
+                os.unlink(directory / SOCKET_NAME)
+                os.rmdir(directory)
+            except FileNotFoundError:
+                pass
+            directory.mkdir()
+            listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            listener.bind(str(directory / SOCKET_NAME))
+            listener.listen(16)
+            listener.setblocking(False)
+            held[i] = [listener]
+        time.sleep(interval)
+        for i, socks in held.items():
+            while True:
+                try:
+                    conn, _ = socks[0].accept()
+                except OSError:
+                    break
+                socks.append(conn)
+
+
 class GuestSide(asyncio.Protocol):
     """QEMU's end of one channel: the guest's requests go out, answers come in."""
 
@@ -255,9 +300,10 @@ class GuestSide(asyncio.Protocol):
 
 
 class Bench:
-    def __init__(self, channels: int, hostile: int):
+    def __init__(self, channels: int, hostile: int, hostile_kind: str = "mixed"):
         self.channels = channels
         self.hostile = hostile
+        self.hostile_kind = hostile_kind
         self.accepted = 0
         self.connected: list[GuestSide] = []
         self.all_connected = asyncio.Event()
@@ -278,7 +324,8 @@ class Bench:
         loop = asyncio.get_running_loop()
         servers = []
         for i in range(1, self.channels + self.hostile + 1):
-            hostile = "" if i <= self.channels else ("no-read", "garbage")[i % 2]
+            kind = ("no-read", "garbage")[i % 2] if self.hostile_kind == "mixed" else self.hostile_kind
+            hostile = "" if i <= self.channels else kind
             directory = channel_path / f"{i}-vm{i}"
             directory.mkdir()
             servers.append(await loop.create_unix_server(
@@ -318,9 +365,15 @@ async def measure(args, channels: int) -> dict:
     work = Path(tempfile.mkdtemp(prefix="vhostmd-bench-"))
     channel_path = work / "channel"
     channel_path.mkdir()
-    bench = Bench(channels, args.hostile)
-    total = channels + args.hostile
+    bench = Bench(channels, args.hostile, args.hostile_kind)
+    total = channels + args.hostile + args.churn
     servers = await bench.listen(channel_path)
+    churner = None
+    if args.churn:
+        churner = subprocess.Popen([sys.executable, __file__, "--churn-worker", str(channel_path),
+                                    "--channels", str(channels + args.hostile + 1),
+                                    "--churn", str(args.churn),
+                                    "--churn-interval", str(args.churn_interval)])
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     if args.mode == "server":
         cmd = [sys.executable, __file__, "--serve", str(channel_path),
@@ -330,8 +383,10 @@ async def measure(args, channels: int) -> dict:
     else:
         node_file(work / "node.xml", total)
         daemon_config(work / "vhostmd.conf", channel_path, total, args.period)
+        # Its own pid and state files: run as root, it must not take the system's.
         cmd = [sys.executable, "-m", "vhostmd", "-d", "-c", f"test://{work / 'node.xml'}",
-               "-f", str(work / "vhostmd.conf")]
+               "-f", str(work / "vhostmd.conf"), "-p", str(work / "vhostmd.pid"),
+               "--status-file", str(work / "status.json")]
     log = open(work / "server.log", "w+")  # a file: a full pipe would block the server
     proc = subprocess.Popen(cmd, env=env, stderr=log, text=True)
     try:
@@ -343,9 +398,14 @@ async def measure(args, channels: int) -> dict:
         asker = asyncio.ensure_future(bench.ask_loop())
         await asyncio.sleep(args.warmup)
         bench.recording = True
+        log.flush()
+        lines0 = _lines(work / "server.log")
         cpu0, wall0 = cpu_times(proc.pid), time.perf_counter()
+        churn0 = cpu_times(churner.pid) if churner else (0.0, 0.0)
         await asyncio.sleep(args.seconds)
         cpu1, wall1 = cpu_times(proc.pid), time.perf_counter()
+        churn1 = cpu_times(churner.pid) if churner else (0.0, 0.0)
+        lines1 = _lines(work / "server.log")
         bench.recording = False
         asker.cancel()
     except BaseException:
@@ -353,6 +413,9 @@ async def measure(args, channels: int) -> dict:
         args.verbose = True
         raise
     finally:
+        if churner is not None:
+            churner.terminate()
+            churner.wait(timeout=30)
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=30)
         for server in servers:
@@ -375,18 +438,30 @@ async def measure(args, channels: int) -> dict:
         "CPU %": 100 * (user + system) / wall,
         "skipped": bench.skipped,
         "lost": bench.lost,
+        "log lines/min": (lines1 - lines0) * 60 / wall,
+        "churn CPU %": 100 * (sum(churn1) - sum(churn0)) / wall,
     }
 
 
+def _lines(path: Path) -> int:
+    with open(path, "rb") as f:
+        return sum(chunk.count(b"\n") for chunk in iter(lambda: f.read(1 << 16), b""))
+
+
 async def run(args) -> int:
-    hostile = f", {args.hostile} hostile guests" if args.hostile else ""
+    hostile = f", {args.hostile} hostile guests ({args.hostile_kind})" if args.hostile else ""
+    if args.churn:
+        hostile += f", {args.churn} VMs re-creating their sockets every {args.churn_interval * 1000:g} ms"
     print(f"mode {args.mode}, update period {args.period} s, {args.seconds:g} s measured{hostile}")
     print(f"{'channels':>8} {'answers/s':>10} {'bytes':>6} {'p50 ms':>7} {'p99 ms':>7} "
-          f"{'max ms':>7} {'CPU %':>6}")
+          f"{'max ms':>7} {'CPU %':>6}" + (f" {'log/min':>8}" if args.churn else ""))
     for channels in args.channels:
         r = await measure(args, channels)
         print(f"{r['channels']:>8} {r['answers/s']:>10.1f} {r['size']:>6} {r['p50 ms']:>7.2f} "
-              f"{r['p99 ms']:>7.2f} {r['max ms']:>7.2f} {r['CPU %']:>6.2f}", flush=True)
+              f"{r['p99 ms']:>7.2f} {r['max ms']:>7.2f} {r['CPU %']:>6.2f}"
+              + (f" {r['log lines/min']:>8.0f}" if args.churn else ""), flush=True)
+        if args.churn:
+            print(f"         (the crash-looping QEMUs used {r['churn CPU %']:.1f} % of a core)")
         if r["skipped"] or r["lost"]:
             print(f"         ({r['skipped']} asks skipped: answer outstanding; {r['lost']} channels lost)")
     return 0
@@ -401,6 +476,13 @@ def main() -> int:
     parser.add_argument("--period", type=int, default=5, help="update period of the server")
     parser.add_argument("--mode", choices=("server", "daemon", "floor", "asyncio-floor"), default="server")
     parser.add_argument("--hostile", type=int, default=0, help="extra misbehaving guests")
+    parser.add_argument("--hostile-kind", choices=("mixed", "garbage", "no-read"), default="mixed",
+                        help="what the misbehaving guests do (default: half each)")
+    parser.add_argument("--churn", type=int, default=0,
+                        help="extra VMs whose channel directory and socket are re-created without end")
+    parser.add_argument("--churn-interval", type=float, default=0.010,
+                        help="seconds between re-creations (default 0.01)")
+    parser.add_argument("--churn-worker", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--verbose", action="store_true", help="print the server's log")
     parser.add_argument("--serve", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--serve-floor", type=Path, help=argparse.SUPPRESS)
@@ -409,6 +491,9 @@ def main() -> int:
     args.channels = [int(n) for n in str(args.channels).split(",")]
     if args.serve:
         serve(args.serve, args.channels[0], args.period)
+        return 0
+    if args.churn_worker:
+        churn(args.churn_worker, args.channels[0], args.churn, args.churn_interval)
         return 0
     if args.serve_floor:
         signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})  # for sigwait, in every thread

@@ -129,11 +129,17 @@ def vhostmd(*args: str, timeout: float = 60, **kwargs) -> subprocess.CompletedPr
 def start_vhostmd(*args: str, **kwargs) -> subprocess.Popen:
     """Start the daemon in the foreground; stderr is a pipe of text lines.
 
-    Without -p a pid file in a fresh temporary directory is used, so that
-    tests run as root never touch /var/run/vhostmd.pid.
+    Without -p (--status-file) a pid file (state file) in a fresh temporary
+    directory is used, so that tests run as root never touch
+    /var/run/vhostmd.pid or /run/vhostmd.
     """
+    private = None
     if "-p" not in args:
-        args = (*args, "-p", os.path.join(tempfile.mkdtemp(prefix="vhostmd-test-"), "vhostmd.pid"))
+        private = tempfile.mkdtemp(prefix="vhostmd-test-")
+        args = (*args, "-p", os.path.join(private, "vhostmd.pid"))
+    if "--status-file" not in args:
+        private = private or tempfile.mkdtemp(prefix="vhostmd-test-")
+        args = (*args, "--status-file", os.path.join(private, "status.json"))
     return subprocess.Popen(
         [sys.executable, "-m", "vhostmd", "-d", *args],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=daemon_env(), **kwargs,

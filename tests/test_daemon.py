@@ -170,7 +170,8 @@ def test_daemon_mode_detaches_and_writes_its_pid(tmp_path):
     disk = tmp_path / "vhostmd0"
     conf = write_conf(tmp_path / "c.conf", disk, metric("A", "echo a"))
     pid_file = tmp_path / "vhostmd.pid"
-    result = vhostmd("-f", str(conf), "-c", "test:///default", "-p", str(pid_file), timeout=20)
+    result = vhostmd("-f", str(conf), "-c", "test:///default", "-p", str(pid_file),
+                     "--status-file", str(tmp_path / "status.json"), timeout=20)
     assert result.returncode == 0, result.stderr
     pid = int(wait_for(lambda: pid_file.exists() and pid_file.read_text().strip()))
     try:

@@ -196,36 +196,42 @@ def test_driver_without_a_bulk_only_group_is_asked_info_alone_after_the_first_up
         virt.close()
 
 
-class _Handle:
-    def __init__(self, info=None, error=None):
-        self._info, self._error = info, error
-
-    def info(self):
-        if self._error is not None:
-            raise self._error
-        return self._info
-
-
 def test_info_alone_drops_domains_that_stopped_or_vanished():
     from vhostmd.collect.domain_events import Tracked
 
-    gone = libvirt.libvirtError("no domain")
-    gone.get_error_code = lambda: libvirt.VIR_ERR_NO_DOMAIN
-    running, off, vanished = (Domain(i, f"d{i}", f"uuid-{i}") for i in (1, 2, 3))
+    # Real domains of the test driver, stopped and removed for real: a
+    # persistent one destroyed stays defined and shut off, a transient one
+    # destroyed is gone (its handle's info() fails with VIR_ERR_NO_DOMAIN).
+    admin = libvirt.open("test:///default")
+    xml = ("<domain type='test'><name>{}</name><memory>8192</memory><vcpu>2</vcpu>"
+           "<os><type>hvm</type></os></domain>")
     virt = Libvirt(None)
     forgotten = []
-    virt.tracker.forget = forgotten.extend
+    virt.tracker.forget = forgotten.extend  # what the tracker is told
+    off = vanished = None
     try:
-        samples = virt._infos([
-            Tracked(running, _Handle([1, 8192, 4096, 2, 10]), b""),
-            Tracked(off, _Handle([libvirt.VIR_DOMAIN_SHUTOFF, 8192, 0, 2, 0]), b""),
-            Tracked(vanished, _Handle(error=gone), b""),
-        ])
-        assert samples == [DomainSample(running, state=1, cpu_time_ns=10, vcpus=2,
-                                        memory_kib=4096, max_memory_kib=8192)]
-        assert forgotten == ["uuid-2", "uuid-3"]
+        running = admin.lookupByName("test")
+        off = admin.defineXML(xml.format("stats-off"))
+        off.create()
+        vanished = admin.createXML(xml.format("stats-vanished"), 0)
+        tracked = [Tracked(Domain(d.ID(), d.name(), d.UUIDString()), d, b"")
+                   for d in (running, off, vanished)]
+        off.destroy()
+        vanished.destroy()
+        with pytest.raises(libvirt.libvirtError) as gone:
+            vanished.info()
+        assert gone.value.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN
+        assert off.info()[0] == libvirt.VIR_DOMAIN_SHUTOFF
+
+        samples = virt._infos(tracked)
+        assert [s.domain.name for s in samples] == ["test"]
+        assert samples[0].running and samples[0].vcpus == running.info()[3]
+        assert forgotten == [off.UUIDString(), tracked[2].domain.uuid]
     finally:
+        if off is not None:
+            off.undefine()
         virt.close()
+        admin.close()
 
 
 def test_a_hung_libvirt_call_is_given_up_and_later_calls_fail_fast_until_it_returns(tmp_path):

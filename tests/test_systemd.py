@@ -80,7 +80,8 @@ def test_daemon_notifies_ready_status_reload_and_stop(tmp_path, listener):
 """)
     env = dict(os.environ, NOTIFY_SOCKET=str(path))
     proc = subprocess.Popen(
-        [sys.executable, "-m", "vhostmd", "-d", "-c", URI, "-f", str(conf), "-p", str(tmp_path / "pid")],
+        [sys.executable, "-m", "vhostmd", "-d", "-c", URI, "-f", str(conf), "-p", str(tmp_path / "pid"),
+         "--status-file", str(tmp_path / "status.json")],
         cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     stopped = False
@@ -138,6 +139,8 @@ def test_unit_file_settings():
     assert settings["Type"] == ["notify"]
     assert settings["ExecReload"] == ["/bin/kill -HUP $MAINPID"]
     assert settings["Restart"] == ["on-failure"]
+    # Actions that leave their process group (setsid) are still killed.
+    assert settings["KillMode"] == ["control-group"]
     for key in ("ProtectSystem", "PrivateTmp", "NoNewPrivileges", "ProtectHome"):
         assert key in settings
     assert "/dev/shm" in settings["ReadWritePaths"][0]

@@ -49,6 +49,8 @@ async def test_sigterm_with_channels_open(tmp_path, channels):
             proc.kill()
     assert proc.returncode == 0, log
     assert "virtio: 1 channel(s) closed" in log
+    for noise in ("Traceback", "ERROR", "Exception ignored"):  # a clean stop is quiet
+        assert noise not in log, log
 
 
 # Run the daemon's command line with an audit hook that records, in the file

@@ -13,7 +13,7 @@ from pathlib import Path
 from . import __version__, config as config_mod, state as status_mod, process as system, transports
 from .collect.virt import Libvirt
 from .config import Config, ConfigError
-from .daemon import Daemon
+from .daemon import STOP_SIGNALS, Daemon, block_signals, unblock_signals
 from .pidfile import DEFAULT_PID_FILE, PidFile, PidFileError
 from .publish import Publisher, TransportError
 from .sdnotify import Notifier
@@ -136,6 +136,10 @@ def main(argv: list[str] | None = None) -> int:
     if argv and argv[0] in SUBCOMMANDS:
         return SUBCOMMANDS[argv[0]](argv[1:])
     args = build_parser().parse_args(argv)
+    if not args.check:
+        # Before the disk, the state directory or the pid file is created;
+        # they stay blocked when main returns, as the process then exits.
+        block_signals()
     # Absolute from the start: a detached daemon runs in /, and a reload
     # reopens the configuration by this path.
     for name in ("config", "pid_file", "status_file"):
@@ -224,7 +228,18 @@ async def _run(config: Config, args, virt: Libvirt, publishers: list[Publisher],
     daemon = Daemon(config, args.config, virt, publishers, status_file, Notifier.from_environment(),
                     PrometheusFile(args.prometheus_file.absolute()) if args.prometheus_file else None)
     if args.once:
-        report = await daemon.run_once()
+        # A stop signal ends the one update early, with its clean-up.
+        loop, task = asyncio.get_running_loop(), asyncio.current_task()
+        for sig in STOP_SIGNALS:
+            loop.add_signal_handler(sig, task.cancel)
+        unblock_signals()
+        try:
+            report = await daemon.run_once()
+        except asyncio.CancelledError:
+            log.info("stopped by a signal; nothing more published")
+            return EXIT_FAILURE
+        finally:
+            block_signals()
         daemon.write_state(daemon.status(running=False))
         return EXIT_OK if report.published else EXIT_FAILURE
     log.info("vhostmd %s started (pid %d), update period %d s",

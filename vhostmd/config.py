@@ -8,6 +8,7 @@ Every error names the file and the line.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,6 +25,16 @@ DEFAULT_MAX_CHANNELS = 1024
 DEFAULT_EXPIRATION = 15
 DEFAULT_RATE_LIMIT = 2.0
 DEFAULT_RATE_BURST = 5
+#: Bounds of the numeric settings. A number outside them is a configuration
+#: error: a period of 10**20 s would never update again, and a huge value
+#: must not reach a timer or a float conversion and fail there.
+UPDATE_PERIOD_MAX = 86400
+MAX_CHANNELS_MAX = 65536
+EXPIRATION_MAX = 3 * UPDATE_PERIOD_MAX
+SECONDS_MAX = 86400.0
+RATE_LIMIT_MIN = 0.01
+RATE_LIMIT_MAX = 10000.0
+RATE_BURST_MAX = 10000
 #: oxenstored's and C xenstored's default quota for one value, in bytes.
 DEFAULT_XENSTORE_MAX_SIZE = 2048
 XENSTORE_MAX_SIZE_MIN = 256
@@ -37,6 +48,14 @@ ACTION_TIMEOUT_CAP = 10.0
 TRANSPORTS = ("vbd", "virtio", "xenstore")
 
 _DTD_NAME = "vhostmd.dtd"
+#: Numbers as C's atoi/strtod read them from the C vhostmd's configuration:
+#: ASCII digits only (Python's int() would also take "1_0" and other
+#: scripts' digits), and plain decimals for the extensions' seconds.
+_INTEGER = re.compile(r"[0-9]+")
+_DECIMAL = re.compile(r"[0-9]+(?:\.[0-9]*)?|\.[0-9]+")
+#: What C's isspace() skips around a number (str.strip() would also drop
+#: Unicode spaces).
+_C_SPACE = " \t\n\r\v\f"
 
 
 class ConfigError(Exception):
@@ -223,7 +242,7 @@ class _Interpreter:
     def run(self, root) -> Config:
         globals_ = root.find("globals")
         period_elem = globals_.find("update_period")
-        period = self.integer(period_elem, "update_period", minimum=1)
+        period = self.integer(period_elem, "update_period", minimum=1, maximum=UPDATE_PERIOD_MAX)
         transports = self.transports(globals_)
         disk = self.disk(globals_.find("disk"))
         virtio = self.virtio(globals_.find("virtio"), period)
@@ -251,25 +270,42 @@ class _Interpreter:
             warnings=tuple(self.warnings),
         )
 
-    def integer(self, elem, what: str, minimum: int) -> int:
-        text = _text(elem)
-        try:
-            value = int(text)
-        except ValueError:
-            raise self.error(elem, f"{what} {text!r} is not an integer") from None
+    def integer(self, elem, what: str, minimum: int, maximum: int) -> int:
+        """An integer of ASCII digits from *elem*'s text, within minimum..maximum."""
+        text = (elem.text or "").strip(_C_SPACE)
+        if not _INTEGER.fullmatch(text):
+            shown = text if len(text) <= 40 else text[:40] + "..."
+            raise self.error(elem, f"{what} {shown!r} is not an integer (ASCII digits only)")
+        # Compared as text first: a 400-digit number is not worth converting.
+        digits = text.lstrip("0") or "0"
+        if len(digits) > len(str(maximum)) or int(digits) > maximum:
+            shown = digits if len(digits) <= 40 else digits[:40] + "..."
+            raise self.error(elem, f"{what} {shown} is more than {maximum}")
+        value = int(digits)
         if value < minimum:
             raise self.error(elem, f"{what} {value} is less than {minimum}")
         return value
 
-    def seconds(self, elem, what: str, text: str | None = None) -> float:
-        """A positive number of seconds from *elem*'s text (or *text*)."""
-        text = _text(elem) if text is None else text.strip()
-        try:
-            value = float(text)
-        except ValueError:
-            value = math.nan
-        if not (math.isfinite(value) and value > 0):
-            raise self.error(elem, f"{what} {text!r} is not a positive number of seconds")
+    def seconds(self, elem, what: str, text: str | None = None, minimum: float = 0.0,
+                maximum: float = SECONDS_MAX) -> float:
+        """A positive decimal number from *elem*'s text (or *text*), at most *maximum*.
+
+        *minimum* is exclusive when 0 (any positive number), inclusive otherwise.
+        """
+        raw = elem.text if text is None else text
+        text = (raw or "").strip(_C_SPACE)
+        shown = text if len(text) <= 40 else text[:40] + "..."
+        if not _DECIMAL.fullmatch(text):
+            raise self.error(elem, f"{what} {shown!r} is not a positive number "
+                                   "(ASCII digits, an optional decimal point)")
+        if len(text.lstrip("0").split(".")[0]) > 15:
+            raise self.error(elem, f"{what} {shown} is more than {maximum:g}")
+        value = float(text)
+        if value > maximum:
+            raise self.error(elem, f"{what} {shown} is more than {maximum:g}")
+        if value <= 0 or value < minimum:
+            raise self.error(elem, f"{what} {shown} is less than {minimum:g}" if minimum
+                             else f"{what} {shown} is not a positive number")
         return value
 
     def transports(self, globals_) -> frozenset[str]:
@@ -296,7 +332,7 @@ class _Interpreter:
         multiplier = {"k": 1024, "m": 1024 * 1024}.get(unit.lower())
         if multiplier is None:
             raise self.error(size_elem, f"disk size unit {unit!r} is not k or m")
-        count = self.integer(size_elem, "disk size", minimum=0)
+        count = self.integer(size_elem, "disk size", minimum=0, maximum=DISK_SIZE_MAX)
         size = count * multiplier
         if not DISK_SIZE_MIN <= size <= DISK_SIZE_MAX:
             raise self.error(
@@ -316,7 +352,9 @@ class _Interpreter:
         if elem is None or elem.find("max_size") is None:
             return XenstoreConfig()
         size_elem = elem.find("max_size")
-        size = self.integer(size_elem, "xenstore max_size", minimum=XENSTORE_MAX_SIZE_MIN)
+        # The bound below says why; this one only keeps huge numbers out.
+        size = self.integer(size_elem, "xenstore max_size", minimum=XENSTORE_MAX_SIZE_MIN,
+                            maximum=1 << 20)
         if size > XENSTORE_MAX_SIZE_MAX:
             raise self.error(
                 size_elem,
@@ -329,8 +367,10 @@ class _Interpreter:
         if elem is None:
             return VirtioConfig(expiration_time=max(DEFAULT_EXPIRATION, 3 * period))
         channel_path = _text(elem.find("channel_path"))
-        max_channels = self.integer(elem.find("max_channels"), "max_channels", minimum=0)
-        expiration = self.integer(elem.find("expiration_time"), "expiration_time", minimum=0)
+        max_channels = self.integer(elem.find("max_channels"), "max_channels", minimum=0,
+                                    maximum=MAX_CHANNELS_MAX)
+        expiration = self.integer(elem.find("expiration_time"), "expiration_time", minimum=0,
+                                  maximum=EXPIRATION_MAX)
         if expiration < 3 * period:
             self.warn(
                 elem.find("expiration_time"),
@@ -339,9 +379,12 @@ class _Interpreter:
             expiration = 3 * period
         rate_elem = elem.find("rate_limit")
         burst_elem = elem.find("rate_burst")
-        rate = self.seconds(rate_elem, "rate_limit") if rate_elem is not None else DEFAULT_RATE_LIMIT
+        rate = (
+            self.seconds(rate_elem, "rate_limit", minimum=RATE_LIMIT_MIN, maximum=RATE_LIMIT_MAX)
+            if rate_elem is not None else DEFAULT_RATE_LIMIT
+        )
         burst = (
-            self.integer(burst_elem, "rate_burst", minimum=1)
+            self.integer(burst_elem, "rate_burst", minimum=1, maximum=RATE_BURST_MAX)
             if burst_elem is not None else DEFAULT_RATE_BURST
         )
         return VirtioConfig(

@@ -17,6 +17,7 @@ from .config import Config, ConfigError
 from .pipeline import Pipeline, UpdateReport
 from .publish import Publisher, PublishErrorLog, TransportError
 from .sdnotify import Notifier
+from .pidfile import process_start
 from .state import DaemonStatus, StatusFile, UpdateStatus, summary
 from .textfile import PrometheusFile
 from .transports import close_transports, open_transports, start_transports
@@ -25,6 +26,25 @@ from .watchdog import Watchdog, longest_step
 log = logging.getLogger(__name__)
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT)
+#: The signals the daemon handles: blocked from the start of the command
+#: line until their handlers are in place (``block_signals``).
+HANDLED_SIGNALS = (*STOP_SIGNALS, signal.SIGHUP)
+
+
+def block_signals() -> None:
+    """Hold the handled signals until ``Daemon.run`` (or ``--once``) handles them.
+
+    Called before anything is created: a SIGTERM between the pid file's
+    creation and the handlers' installation would otherwise kill the
+    process with its default action and leave the pid file behind. A
+    signal that arrives meanwhile waits, and is handled once unblocked.
+    """
+    signal.pthread_sigmask(signal.SIG_BLOCK, HANDLED_SIGNALS)
+
+
+def unblock_signals() -> None:
+    """Deliver the handled signals again (their handlers must be installed)."""
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, HANDLED_SIGNALS)
 
 
 class ProblemLog:
@@ -64,6 +84,7 @@ class Daemon:
         self.status_file = status_file
         self.notifier = notifier or Notifier(None)
         self.started = time.time()
+        self._process_start = process_start(os.getpid()) or 0
         self.prometheus_file = prometheus_file
         #: Updates finished, and of those the ones not published everywhere.
         self.updates = 0
@@ -115,6 +136,7 @@ class Daemon:
             config=str(self.config_path),
             update_period=self.config.update_period,
             running=running,
+            process_start=self._process_start,
             last_update=UpdateStatus(
                 started=report.started, duration=report.duration, cpu=report.cpu,
                 vms=report.vms, metrics=report.metrics, document_bytes=report.document_bytes,
@@ -166,6 +188,8 @@ class Daemon:
         for sig in STOP_SIGNALS:
             loop.add_signal_handler(sig, self.stop)
         loop.add_signal_handler(signal.SIGHUP, self.request_reload)
+        # Handled from now on; one that came during start-up is delivered here.
+        unblock_signals()
         await start_transports(self.pipeline.publishers)
         watchdog = self._start_watchdog()
         try:
@@ -179,7 +203,10 @@ class Daemon:
             try:
                 await close_transports(self.pipeline.publishers)
             finally:
-                for sig in (*STOP_SIGNALS, signal.SIGHUP):
+                # Held again until the process exits: one arriving while the
+                # pid file is removed must not kill it half-way.
+                block_signals()
+                for sig in HANDLED_SIGNALS:
                     loop.remove_signal_handler(sig)
             self.write_state(self.status(running=False))
 

@@ -71,18 +71,36 @@ class PidFile:
         self._pid = None
 
 
-def pid_alive(pid: int, program: bytes | None = None) -> bool:
+def process_start(pid: int) -> int | None:
+    """When process *pid* started, in clock ticks after boot; None if unknown."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+        # The command name (field 2) may hold spaces and parentheses.
+        return int(text.rsplit(")", 1)[1].split()[19])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def pid_alive(pid: int, program: bytes | None = None, started: int = 0) -> bool:
     """Whether process *pid* exists (and, given *program*, has it in its command line).
 
-    *program* tells a reused pid of another program from the daemon; where
+    *started*, the start time recorded by the process (``process_start``),
+    tells a reused pid from it, whatever the command line; without it,
+    *program* tells a reused pid of another program from the daemon. Where
     /proc is hidden from us, the pid's existence is all we know.
     """
+    if pid <= 0:
+        return False
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         pass
+    if started:
+        now = process_start(pid)
+        if now is not None:
+            return now == started
     if program is None:
         return True
     try:

@@ -4,7 +4,9 @@ After every update the running daemon replaces a small JSON file (by default
 /run/vhostmd/status.json, mode 0644 in a 0755 directory) so that anyone on
 the host can see how it is doing without root and without talking to it.
 ``vhostmd status`` (:mod:`vhostmd.commands.status`) reads that file and says
-whether the daemon that wrote it is still running.
+whether the daemon that wrote it is still running: the process with that
+pid must also have the start time the daemon recorded, so a pid reused by
+another process (even another vhostmd) is never taken for the daemon.
 
 Each transport contributes a :class:`TransportStatus` through the
 ``status()`` method of its publisher; the daemon gathers them as they are.
@@ -103,6 +105,9 @@ class DaemonStatus:
     config: str
     update_period: int
     running: bool = True
+    #: The daemon's start time in clock ticks after boot (/proc/PID/stat,
+    #: field 22): with the pid, it names the process (0: not recorded).
+    process_start: int = 0
     version: str = __version__
     last_update: UpdateStatus | None = None
     transports: tuple[TransportStatus, ...] = ()
@@ -134,6 +139,9 @@ class DaemonStatus:
                 )
                 for t in data.get("transports", ())
             )
+            for key in ("pid", "process_start"):
+                if type(data.get(key, 0)) is not int:
+                    raise TypeError(f"{key} is not an integer")
             return _build(
                 cls, data,
                 last_update=_build(

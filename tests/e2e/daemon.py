@@ -81,7 +81,8 @@ class Daemon:
         with open(self.log, "ab") as log:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "vhostmd", "-d", "-v", "-c", self.uri,
-                 "-f", str(self.config), "-p", str(self.pid_file)],
+                 "-f", str(self.config), "-p", str(self.pid_file),
+                 "--status-file", str(self.pid_file.with_name("status.json"))],
                 cwd=REPO, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                 start_new_session=True,
             )

@@ -109,10 +109,9 @@ class ActionRunner:
         except OSError as err:
             raise ActionFailed(f"cannot start /bin/sh: {err.strerror}") from None
         self.started += 1
+        output = asyncio.gather(_read_stdout(proc), _read_stderr(proc.stderr))
         try:
-            out, err = await asyncio.wait_for(
-                asyncio.gather(_read_stdout(proc), _read_stderr(proc.stderr)), timeout
-            )
+            out, err = await asyncio.wait_for(output, timeout)
             status = await asyncio.wait_for(proc.wait(), timeout)
         except asyncio.TimeoutError:
             raise ActionFailed(f"timed out after {timeout:g} s; its processes were killed") from None
@@ -120,8 +119,7 @@ class ActionRunner:
             # Also reached on cancellation (shutdown): nothing the action
             # started outlives it.
             _kill_group(proc)
-            if proc.returncode is None:
-                await proc.wait()
+            await _finish(proc, output)
         if out is None:
             raise ActionFailed(f"printed more than {MAX_OUTPUT} bytes")
         detail = (err or b"").decode(errors="replace").strip()
@@ -152,6 +150,23 @@ async def _read_stderr(stream: asyncio.StreamReader) -> bytes:
         if len(data) < MAX_STDERR:
             data += chunk[: MAX_STDERR - len(data)]
     return bytes(data)
+
+
+async def _finish(proc: asyncio.subprocess.Process, output: asyncio.Future) -> None:
+    """Reap the process, collect the readers' outcome and close the pipes now.
+
+    Left to the garbage collector, a reader cancelled at shutdown is logged
+    as "exception was never retrieved", and a pipe not read to its end (an
+    action cut off at MAX_OUTPUT) is closed after the event loop, printing
+    "Event loop is closed".
+    """
+    output.cancel()
+    await asyncio.gather(output, return_exceptions=True)
+    if proc.returncode is None:
+        await proc.wait()
+    # Process has no public close(); its transport closes the pipes (the
+    # process has exited, so it kills nothing).
+    proc._transport.close()
 
 
 def _kill_group(proc: asyncio.subprocess.Process) -> None:

@@ -201,6 +201,9 @@ async def _settle(*task_lists: list) -> None:
         except BaseException:
             for task in tasks:
                 task.cancel()
+            # Until each has killed its action and reaped it: the update
+            # (and a stop waiting for it) ends only once they are gone.
+            await asyncio.wait(tasks)
             raise
 
 

@@ -143,7 +143,8 @@ def main(argv: list[str]) -> int:
         if args.format == "prometheus":
             print(exposition.render(None, up=False), end="")
         return EXIT_UNKNOWN
-    alive = status is not None and status.running and pid_alive(status.pid, program=b"vhostmd")
+    alive = status is not None and status.running and pid_alive(status.pid, program=b"vhostmd",
+                                                                 started=status.process_start)
     verdict = judge(status, args.status_file, now, alive)
     if args.format == "prometheus":
         up = verdict.exit in (EXIT_HEALTHY, EXIT_DEGRADED)

@@ -152,6 +152,11 @@ class TokenBucket:
         self._tokens = self.burst
         self._stamp = now
 
+    @property
+    def empty(self) -> bool:
+        """Whether the last take left less than a token (the rate is reached)."""
+        return self._tokens < 1.0
+
     def take(self, now: float) -> float:
         """Take a token: 0 if there was one, else the seconds until there is."""
         tokens = self._tokens + (now - self._stamp) * self.rate

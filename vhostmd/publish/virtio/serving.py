@@ -58,7 +58,10 @@ READ_CHUNK = 1024
 #: While requests keep coming (batches less than BUSY_GAP seconds apart), the
 #: thread waits COALESCE seconds before it looks for more: a request waits at
 #: most that long, and each wake-up (the largest cost per request after the
-#: system calls) serves several requests.
+#: system calls) serves several requests. Only guests within their rate count
+#: as coming: guests held to their rate (flooding, sending garbage) would
+#: otherwise keep the thread "busy" on their own and make every other guest
+#: wait the COALESCE for nothing.
 COALESCE = 0.004
 BUSY_GAP = 0.010
 
@@ -164,6 +167,11 @@ class Channel:
     def _watch(self, mask: int) -> None:
         self._io.watch(self, mask)
         self._mask = mask
+
+    @property
+    def throttled(self) -> bool:
+        """Whether its guest asks at its rate limit (its answers are paced)."""
+        return self._bucket.empty
 
     @property
     def reading(self) -> bool:
@@ -417,6 +425,7 @@ class ServingThread:
             timeout = -1.0
             if timers:
                 timeout = max(0.0, timers[0][0] - _monotonic())
+            busy = False
             for fd, mask in poll(timeout):
                 channel = channels.get(fd)
                 if channel is None:
@@ -433,6 +442,7 @@ class ServingThread:
                 except Exception as err:  # a bug must cost one channel, not all of them
                     log.exception("virtio: serving %s failed", channel.describe())
                     self.drop(channel, err)
+                busy = busy or not channel.throttled
             if timers:
                 now = _monotonic()
                 while timers and timers[0][0] <= now:
@@ -443,7 +453,8 @@ class ServingThread:
                         except Exception as err:
                             log.exception("virtio: serving %s failed", channel.describe())
                             self.drop(channel, err)
-            served = _monotonic()
+            if busy:  # timers serve throttled guests only: they do not count
+                served = _monotonic()
 
     def _commands_run(self) -> bool:
         """Carry out the event loop's commands; True once told to stop."""

@@ -16,6 +16,13 @@ must match the VM's id *and* name, so a directory left by another VM never
 receives this VM's metrics. A socket that refuses connections (a VM that died
 and left it) is retried with exponential back-off; every attempt is a
 non-blocking connect that fails at once, so it never delays the others.
+
+QEMU's side is not trusted to behave either: a crash-looping QEMU re-creates
+its directory and socket many times a second. Connections are therefore
+bounded per VM whatever the churn: a channel QEMU closes before it has been
+open STABLE_AFTER seconds starts a back-off that a new socket does not end,
+and a new socket is tried at most once per WAKE_GAP. What happens to such a
+channel is logged once, then summarised once per SUMMARY_EVERY.
 """
 
 from __future__ import annotations
@@ -47,6 +54,14 @@ BACKOFF_INITIAL = 0.25
 BACKOFF_MAX = 30.0
 #: A channel that stayed open this long resets its VM's back-off when it closes.
 STABLE_AFTER = 30.0
+#: A new directory or socket connects its VM at most this often.
+WAKE_GAP = 0.25
+#: A VM whose channels keep closing early has that logged at most this often.
+SUMMARY_EVERY = 60.0
+#: After reading inotify events, the next are read this much later at the
+#: earliest: a QEMU re-creating sockets without pause wakes the event loop
+#: this often, not once per socket.
+INOTIFY_PAUSE = 0.05
 #: Descriptors kept for everything but channels (libvirt, actions, disk, logs).
 SPARE_FDS = 256
 
@@ -75,9 +90,11 @@ class _Vm:
     (no per-instance dict), equal only to itself.
     """
 
-    __slots__ = ("domain", "fragment", "updated", "channel", "retry_at", "delay", "failure_logged")
+    __slots__ = ("domain", "fragment", "updated", "channel", "retry_at", "delay", "search_delay",
+                 "attempted", "hold_until", "failure_logged", "flapping", "early_closes",
+                 "summary_at")
 
-    def __init__(self, domain: Domain, delay: float = 0.0):
+    def __init__(self, domain: Domain, delay: float = 0.0, search_delay: float = 0.0):
         self.domain = domain
         self.fragment: Fragment | None = None
         #: Clock time of the last update that brought metrics for it.
@@ -85,9 +102,23 @@ class _Vm:
         self.channel: Channel | None = None
         #: No connection attempt before this clock time (back-off).
         self.retry_at = 0.0
+        #: The next back-off after a failure: a refused socket, or a channel
+        #: closed early (a crash-looping QEMU). Reset by a channel that lasted.
         self.delay = delay
+        #: The next wait after an attempt that found no socket at all.
+        self.search_delay = search_delay
+        #: Clock time of the last connection attempt.
+        self.attempted = -1e9
+        #: No connection before this clock time, new socket or not (a channel
+        #: closed early sets it).
+        self.hold_until = 0.0
         #: Whether the first failure to connect has been logged.
         self.failure_logged = False
+        #: Whether its last channel closed early (until one lasts STABLE_AFTER).
+        self.flapping = False
+        #: Channels closed early since the last summary; when that was logged.
+        self.early_closes = 0
+        self.summary_at = -1e9
 
     def describe(self) -> str:
         return f"VM {self.domain.name!r} (id {self.domain.id})"
@@ -125,6 +156,7 @@ class VirtioTransport:
         #: VMs with metrics left without a channel by max_channels at the last scan.
         self._over_limit = 0
         self._mismatch_warned: set[bytes] = set()
+        self._inotify_timer: asyncio.TimerHandle | None = None
         self._dir_problem: str | None = None
 
     @property
@@ -219,7 +251,7 @@ class VirtioTransport:
                 self._forget(vm, f"now id {domain.id} ({domain.name!r})")
                 vm = None
             if vm is None:
-                vm = self._vms[uuid] = _Vm(domain, delay=BACKOFF_INITIAL)
+                vm = self._vms[uuid] = _Vm(domain, delay=BACKOFF_INITIAL, search_delay=BACKOFF_INITIAL)
                 self._by_id[domain.id] = vm
             vm.fragment = fragment
             vm.updated = now
@@ -284,13 +316,18 @@ class VirtioTransport:
                 if tried == free:
                     break
                 tried += 1
-                sock, path = None, ""
+                sock, path, failed = None, "", False
+                vm.attempted = now
                 if candidates is not None:
-                    sock, path = self._connect(vm, candidates.get(vm.domain.id, ()))
-                if sock is None:
+                    sock, path, failed = self._connect(vm, candidates.get(vm.domain.id, ()))
+                if sock is not None:
+                    self._attach(vm, sock, path)
+                elif failed:
                     self._back_off(vm, now)
                 else:
-                    self._attach(vm, sock, path)
+                    # Nothing to connect to yet: inotify says when there is.
+                    vm.retry_at = now + vm.search_delay
+                    vm.search_delay = min(vm.search_delay * 2, BACKOFF_MAX)
         self._check_limit(len(need) - tried)
         self._schedule_retry()
 
@@ -328,13 +365,15 @@ class VirtioTransport:
             self._dir_problem = None
         return found
 
-    def _connect(self, vm: _Vm, directories: list[str]) -> tuple[socket.socket | None, str]:
+    def _connect(self, vm: _Vm, directories: list[str]) -> tuple[socket.socket | None, str, bool]:
         """A socket connected to *vm*'s channel, trying its directories in order.
 
+        Also says whether an attempt failed (as opposed to finding no socket).
         A VM without a socket (no vhostmd channel, or QEMU not there yet) is
         normal and logged at debug level; a socket that refuses is logged
         once per VM.
         """
+        failed = False
         if not directories:
             log.debug("virtio: no channel directory for %s", vm.describe())
         for directory in directories:
@@ -347,6 +386,7 @@ class VirtioTransport:
                 continue
             if not stat.S_ISSOCK(mode):
                 self._connect_failed(vm, f"{path} is not a socket")
+                failed = True
                 continue
             sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_NONBLOCK
                                  | socket.SOCK_CLOEXEC)
@@ -358,11 +398,12 @@ class VirtioTransport:
             except OSError as exc:  # e.g. a path too long for a unix socket
                 err, why = -1, exc.strerror or str(exc)
             if err == 0:
-                return sock, path
+                return sock, path, False
             sock.close()
+            failed = True
             self._connect_failed(vm, f"{path}: {why}")
             self._watch_dir(directory)
-        return None, ""
+        return None, "", failed
 
     def _connect_failed(self, vm: _Vm, why: str) -> None:
         self._counts.connect_failures += 1
@@ -379,8 +420,13 @@ class VirtioTransport:
         self._channels.add(channel)
         self._io.add(channel)
         self._counts.opened += 1
-        vm.failure_logged = False
+        vm.search_delay = BACKOFF_INITIAL
         self._unwatch_dir(os.path.dirname(path))
+        if vm.flapping:
+            # Reopened after an early close: in the summary, not a line each.
+            log.debug("virtio: reopened the channel of %s", vm.describe())
+            return
+        vm.failure_logged = False
         log.info("virtio: opened the channel of %s (%d/%d)",
                  vm.describe(), len(self._channels), self.config.max_channels)
 
@@ -398,14 +444,38 @@ class VirtioTransport:
         if vm.channel is channel:
             vm.channel = None
             now = self.clock()
+            why = f": {exc}" if exc else ""
             if now - channel.opened >= STABLE_AFTER:
                 vm.delay = BACKOFF_INITIAL
-            why = f": {exc}" if exc else ""
-            level = logging.INFO if by_peer else logging.DEBUG
-            log.log(level, "virtio: the channel of %s was closed%s", vm.describe(),
-                    " by QEMU" + why if by_peer else why)
+                vm.flapping = False
+                level = logging.INFO if by_peer else logging.DEBUG
+                log.log(level, "virtio: the channel of %s was closed%s", vm.describe(),
+                        " by QEMU" + why if by_peer else why)
+            else:
+                # Closed early (QEMU crash-looping?): no new socket ends this
+                # wait, so reconnects stay bounded however fast QEMU churns.
+                vm.hold_until = now + vm.delay
+                vm.flapping = True
+                self._summarise(vm, now, why)
             self._back_off(vm, now)
         self._request_scan()  # a free slot, or a retry to schedule
+
+    def _summarise(self, vm: _Vm, now: float, why: str) -> None:
+        """Log the first early close, then at most one summary per SUMMARY_EVERY."""
+        vm.early_closes += 1
+        if now - vm.summary_at < SUMMARY_EVERY:
+            log.debug("virtio: the channel of %s was closed early%s", vm.describe(), why)
+            return
+        if vm.early_closes == 1:
+            log.info("virtio: the channel of %s was closed by QEMU soon after it opened%s; "
+                     "reconnecting in %.2g s (repeats are summarised every %.0f s)",
+                     vm.describe(), why, vm.delay, SUMMARY_EVERY)
+        else:
+            log.warning("virtio: the channel of %s was closed early %d times in the last %.0f s "
+                        "(QEMU restarting?); reconnecting in %.2g s", vm.describe(),
+                        vm.early_closes, now - vm.summary_at, vm.delay)
+        vm.summary_at = now
+        vm.early_closes = 0
 
     def _check_limit(self, skipped: int) -> None:
         """Warn once when max_channels leaves VMs untried; say when it clears."""
@@ -457,6 +527,9 @@ class VirtioTransport:
             self._inotify.rm_watch(wd)
 
     def _close_inotify(self) -> None:
+        if self._inotify_timer is not None:
+            self._inotify_timer.cancel()
+            self._inotify_timer = None
         if self._inotify is not None:
             self._loop.remove_reader(self._inotify.fd)
             self._inotify.close()
@@ -473,11 +546,15 @@ class VirtioTransport:
             log.warning("virtio: reading inotify events failed (%s); not watching any more", err)
             self._close_inotify()
             return
+        self._loop.remove_reader(self._inotify.fd)
+        self._inotify_timer = self._loop.call_later(INOTIFY_PAUSE, self._resume_inotify)
         wake = False
+        seen: set[bytes] = set()
         for event in events:
             if event.mask & IN_Q_OVERFLOW:
                 for vm in self._vms.values():
-                    vm.retry_at = 0.0
+                    if vm.channel is None:
+                        self._wake_vm(vm)
                 wake = True
             elif event.mask & IN_IGNORED:
                 if event.wd == self._top_wd:
@@ -486,11 +563,18 @@ class VirtioTransport:
                 if name is not None:
                     self._watched_dirs.pop(name, None)
             elif event.wd == self._top_wd:
-                wake |= self._wake(event.name)
+                if event.name not in seen:  # the same directory again (churn): one look will do
+                    seen.add(event.name)
+                    wake |= self._wake(event.name)
             elif event.name == _CHANNEL_NAME_BYTES and event.wd in self._dir_watches:
                 wake |= self._wake(self._dir_watches[event.wd])
         if wake:
             self._request_scan()
+
+    def _resume_inotify(self) -> None:
+        self._inotify_timer = None
+        if self._inotify is not None:
+            self._loop.add_reader(self._inotify.fd, self._on_inotify)
 
     def _wake(self, directory: bytes) -> bool:
         """End the back-off of the VM a new directory or socket may belong to."""
@@ -498,8 +582,21 @@ class VirtioTransport:
         vm = self._by_id.get(parsed[0]) if parsed else None
         if vm is None or vm.channel is not None or not name_matches(parsed[1], vm.domain.name):
             return False
-        vm.retry_at = 0.0
-        vm.delay = BACKOFF_INITIAL
+        return self._wake_vm(vm)
+
+    def _wake_vm(self, vm: _Vm) -> bool:
+        """Try *vm* as soon as its bounds allow; whether that is sooner than planned.
+
+        A new socket may be QEMU (re)starting, so it cuts short the wait of
+        a VM that found no socket or a refusing one, but not sooner than
+        WAKE_GAP after the last attempt, and not the back-off of a VM whose
+        channel was just closed: a crash-looping QEMU cannot make the daemon
+        connect more often than the back-off allows.
+        """
+        due = max(vm.hold_until, vm.attempted + WAKE_GAP)
+        if due >= vm.retry_at:
+            return False
+        vm.retry_at = due
         return True
 
 
