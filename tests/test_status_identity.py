@@ -46,6 +46,10 @@ def test_a_reused_pid_is_not_the_daemon_even_if_it_says_vhostmd(tmp_path):
         assert f"pid {impostor.pid}, which wrote {state}, is gone" in reused.stdout
         as_json = json.loads(vhostmd("status", "--json", "--status-file", str(state)).stdout)
         assert as_json["running"] is False
+        # The monitoring plugin judges it the same way.
+        check = vhostmd("check", "--status-file", str(state))
+        assert check.returncode == 2, check.stdout
+        assert check.stdout.startswith("VHOSTMD CRITICAL")
     finally:
         for proc in (daemon, impostor):
             if proc is not None and proc.poll() is None:

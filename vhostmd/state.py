@@ -23,6 +23,7 @@ from pathlib import Path
 
 from . import __version__
 from .files import FileRefused, replace_file
+from .pidfile import pid_alive
 
 log = logging.getLogger(__name__)
 
@@ -199,9 +200,18 @@ class StatusFile:
         return True
 
 
-def read(path: Path) -> DaemonStatus:
-    """The state at *path*; OSError when unreadable, ValueError when garbled."""
-    return DaemonStatus.from_json(Path(path).read_text())
+def read(path: Path) -> DaemonStatus | None:
+    """The state at *path*, None when there is none; OSError when unreadable, ValueError when garbled."""
+    try:
+        return DaemonStatus.from_json(Path(path).read_text())
+    except FileNotFoundError:
+        return None
+
+
+def daemon_running(status: DaemonStatus | None) -> bool:
+    """Whether the daemon that wrote *status* still runs (a reused pid is not it)."""
+    return (status is not None and status.running
+            and pid_alive(status.pid, program=b"vhostmd", started=status.process_start))
 
 
 def summary(last: UpdateStatus) -> str:

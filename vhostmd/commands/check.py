@@ -17,8 +17,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..pidfile import pid_alive
-from ..state import DEFAULT_STATUS_FILE, DaemonStatus, read
+from ..state import DEFAULT_STATUS_FILE, DaemonStatus, daemon_running, read
 
 OK, WARNING, CRITICAL, UNKNOWN = 0, 1, 2, 3
 STATE_NAMES = ("OK", "WARNING", "CRITICAL", "UNKNOWN")
@@ -154,14 +153,12 @@ def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
     now = time.time()
     try:
-        status: DaemonStatus | None = read(args.status_file)
-    except FileNotFoundError:
-        status = None
+        status = read(args.status_file)
     except (OSError, ValueError) as err:
         why = getattr(err, "strerror", None) or str(err)
         print(Result(UNKNOWN, [f"cannot read {args.status_file}: {why}"]).line(""))
         return UNKNOWN
-    alive = status is not None and status.running and pid_alive(status.pid, program=b"vhostmd")
+    alive = daemon_running(status)
     result, ok = evaluate(status, args.status_file, now, alive, args.max_age)
     print(result.line(ok))
     return result.state

@@ -15,8 +15,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from .. import exposition
-from ..pidfile import pid_alive
-from ..state import DEFAULT_STATUS_FILE, DaemonStatus, TransportStatus, read
+from ..state import DEFAULT_STATUS_FILE, DaemonStatus, TransportStatus, daemon_running, read
 
 #: An update older than this many periods means the daemon is stuck.
 STALE_PERIODS = 3
@@ -134,17 +133,14 @@ def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
     now = time.time()
     try:
-        status: DaemonStatus | None = read(args.status_file)
-    except FileNotFoundError:
-        status = None
+        status = read(args.status_file)
     except (OSError, ValueError) as err:
         why = getattr(err, "strerror", None) or str(err)
         print(f"vhostmd status: cannot read {args.status_file}: {why}", file=sys.stderr)
         if args.format == "prometheus":
             print(exposition.render(None, up=False), end="")
         return EXIT_UNKNOWN
-    alive = status is not None and status.running and pid_alive(status.pid, program=b"vhostmd",
-                                                                 started=status.process_start)
+    alive = daemon_running(status)
     verdict = judge(status, args.status_file, now, alive)
     if args.format == "prometheus":
         up = verdict.exit in (EXIT_HEALTHY, EXIT_DEGRADED)
