@@ -92,6 +92,7 @@ class Daemon:
         #: time.monotonic() when the update in progress started; None between updates.
         self.update_started: float | None = None
         self._problems = ProblemLog()
+        self._overruns = 0
         self._publish_errors = PublishErrorLog()
         self._stop = asyncio.Event()
         self._reload = asyncio.Event()
@@ -251,8 +252,15 @@ class Daemon:
             if update.exception() is not None:
                 log.error("update failed", exc_info=update.exception())
             elapsed = loop.time() - started
+            # An update that always overruns would say so every period:
+            # the first overrun is logged, then only when updates fit again.
             if elapsed > period:
-                log.warning("update took %.2f s, longer than update_period %d s", elapsed, period)
+                if not self._overruns:
+                    log.warning("update took %.2f s, longer than update_period %d s", elapsed, period)
+                self._overruns += 1
+            elif self._overruns:
+                log.info("updates fit update_period again after %d that took longer", self._overruns)
+                self._overruns = 0
             # Next slot on the original grid: no drift when updates are slow,
             # no burst of catch-up updates after an overrun.
             due += period * max(1, math.ceil((loop.time() - due) / period))
