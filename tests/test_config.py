@@ -335,3 +335,21 @@ def test_help_lists_a_new_command_by_itself(monkeypatch):
     assert "  frobnicate  Frobnicate the metrics." in text
     assert "Details" not in text
     assert "{status,check,attach,detach,frobnicate}" in text
+
+
+def test_output_into_a_reader_that_stops_is_no_traceback(tmp_path):
+    # `vhostmd --check | head`: the reader leaves while we still write.
+    import subprocess
+    import sys
+
+    from support import daemon_env
+
+    conf = tmp_path / "vhostmd.conf"
+    conf.write_text(config_xml("".join(metric(f"M{i}", "echo 1") for i in range(3000))))
+    proc = subprocess.Popen([sys.executable, "-m", "vhostmd", "--check", "-f", str(conf)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=daemon_env())
+    assert proc.stdout.read(10) == b"configurat"
+    proc.stdout.close()
+    err = proc.stderr.read().decode()
+    assert proc.wait(30) == 1
+    assert "Traceback" not in err and "BrokenPipe" not in err, err

@@ -168,6 +168,20 @@ def test_pid_file_exclusive_stale_and_symlink(tmp_path):
     assert target.read_text() == "precious"
 
 
+def test_a_second_daemon_says_so_before_detaching(tmp_path):
+    disk = tmp_path / "vhostmd0"
+    conf = write_conf(tmp_path / "c.conf", disk, metric("A", "echo a"))
+    pid_file = tmp_path / "vhostmd.pid"
+    pid_file.write_text(f"{os.getpid()}\n")  # a live process holds it
+    # Without -d: it would detach, and only syslog would hear why it stopped.
+    result = vhostmd("-f", str(conf), "-c", "test:///default", "-p", str(pid_file),
+                     "--status-file", str(tmp_path / "status.json"))
+    assert result.returncode == 1
+    assert f"already running as pid {os.getpid()}" in result.stderr
+    assert not disk.exists()  # nothing opened
+    assert pid_file.read_text() == f"{os.getpid()}\n"
+
+
 def test_daemon_mode_detaches_and_writes_its_pid(tmp_path):
     disk = tmp_path / "vhostmd0"
     conf = write_conf(tmp_path / "c.conf", disk, metric("A", "echo a"))

@@ -130,11 +130,22 @@ def commands_help() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The ``vhostmd`` command: a command named by the first argument, or the daemon."""
     argv = sys.argv[1:] if argv is None else argv
-    # A first word naming a subcommand selects it; anything else is the
-    # daemon's flag-only command line, as in the C vhostmd.
-    if argv and argv[0] in SUBCOMMANDS:
-        return SUBCOMMANDS[argv[0]](argv[1:])
+    try:
+        # A first word naming a subcommand selects it; anything else is the
+        # daemon's flag-only command line, as in the C vhostmd.
+        if argv and argv[0] in SUBCOMMANDS:
+            return SUBCOMMANDS[argv[0]](argv[1:])
+        return _daemon(argv)
+    except BrokenPipeError:
+        # Output piped into a reader that stopped (`| head`): not our error,
+        # and no traceback. Python would complain again flushing at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_FAILURE
+
+
+def _daemon(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
     if not args.check:
         # Before the disk, the state directory or the pid file is created;
@@ -155,6 +166,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.check:
         print(describe(config))
         return EXIT_OK
+    pid_path = args.pid_file or (DEFAULT_PID_FILE if os.geteuid() == 0 and not args.once else None)
+    pid_file = PidFile(pid_path) if pid_path else None
+    try:
+        # Before anything is opened, and before detaching: a second daemon
+        # must say so where it was started, not in syslog only.
+        if pid_file:
+            pid_file.ensure_free()
+    except PidFileError as err:
+        log.error("%s", err)
+        return EXIT_FAILURE
     for warning in config.warnings:
         log.warning("%s", warning)
     transports.announce(config)
@@ -191,8 +212,6 @@ def main(argv: list[str] | None = None) -> int:
         system.daemonize()
         system.setup_logging(foreground=False, verbose=args.verbose)
 
-    pid_path = args.pid_file or (DEFAULT_PID_FILE if os.geteuid() == 0 and not args.once else None)
-    pid_file = PidFile(pid_path) if pid_path else None
     try:
         if pid_file:
             pid_file.claim()

@@ -22,6 +22,7 @@ class PidFile:
     def __init__(self, path: Path):
         self.path = Path(path)
         self._pid: int | None = None
+        self._stale_text = ""
 
     def claim(self, pid: int | None = None) -> None:
         """Create the file holding *pid* (ours by default); refuse if it is taken."""
@@ -40,20 +41,36 @@ class PidFile:
             return
         raise PidFileError(f"pid file {self.path} keeps reappearing; another vhostmd starting?")
 
-    def _replace_stale(self) -> None:
+    def ensure_free(self) -> None:
+        """Refuse now if a running process holds the file; a stale or missing one is fine.
+
+        Called before detaching, so that whoever started a second daemon
+        sees why it did not start: once detached, only syslog would say.
+        """
+        if os.path.lexists(self.path):
+            other = self._live_holder()
+            if other is not None:
+                raise PidFileError(f"pid file {self.path}: vhostmd is already running as pid {other}")
+
+    def _live_holder(self) -> int | None:
+        """The pid the existing file names, if that process runs."""
         try:
             fd = open_regular(self.path, os.O_RDONLY, 0)
         except FileRefused as err:
             raise PidFileError(f"pid file: {err}") from None
         with os.fdopen(fd) as f:
-            text = f.read(64).strip()
+            self._stale_text = f.read(64).strip()
         try:
-            other = int(text)
+            other = int(self._stale_text)
         except ValueError:
-            other = None
-        if other is not None and other > 0 and pid_alive(other):
+            return None
+        return other if other > 0 and pid_alive(other) else None
+
+    def _replace_stale(self) -> None:
+        other = self._live_holder()
+        if other is not None:
             raise PidFileError(f"pid file {self.path}: vhostmd is already running as pid {other}")
-        log.warning("replacing stale pid file %s (pid %s is gone)", self.path, text or "?")
+        log.warning("replacing stale pid file %s (pid %s is gone)", self.path, self._stale_text or "?")
         try:
             self.path.unlink()
         except FileNotFoundError:
