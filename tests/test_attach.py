@@ -118,7 +118,7 @@ def test_per_vm_mode_attaches_the_vms_own_disk(tmp_path, conn):
     assert str(own) in sources and f"{tmp_path}/vhostmd0" not in sources
     assert not config_xml(conn).xpath("devices/channel")
     assert stat.S_IMODE(own.stat().st_mode) == 0o644
-    assert stat.S_IMODE(own.parent.stat().st_mode) == 0o700
+    assert stat.S_IMODE(own.parent.stat().st_mode) == 0o711
 
 
 def test_live_attach_on_a_driver_that_cannot_hot_plug_fails_clearly_and_changes_nothing(tmp_path, conn):

@@ -30,7 +30,7 @@ def test_disk_layout_size_modes_and_checksum(tmp_path):
     assert parsed.size == 64 * 1024
     assert parsed.sum == signed_sum(parsed.content)
     assert stat.S_IMODE(disk.stat().st_mode) == 0o644
-    assert stat.S_IMODE(disk.parent.stat().st_mode) == 0o700
+    assert stat.S_IMODE(disk.parent.stat().st_mode) == 0o711
     # Zero fill after the content.
     raw = disk.read_bytes()
     assert raw[16 + parsed.length:] == bytes(len(raw) - 16 - parsed.length)

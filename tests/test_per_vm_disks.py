@@ -125,7 +125,7 @@ def test_each_vm_gets_a_disk_with_only_its_own_metrics(tmp_path, rw):
             assert other not in text
             assert re.findall(r"uuid='([^']+)'", text) == [uuid]
             assert text.startswith("<metrics>\n") and text.endswith("</metrics>\n")
-        assert stat.S_IMODE((tmp_path / "vms").stat().st_mode) == 0o700
+        assert stat.S_IMODE((tmp_path / "vms").stat().st_mode) == 0o711
 
     try:
         run(_updates(pipeline, [check]))
@@ -318,3 +318,31 @@ def test_a_reload_keeps_each_vm_disk_and_its_document(tmp_path, rw, caplog):
         virt.close()
     assert b"<value>42</value>" in before[4] and b"<value>43</value>" in after[4]
     assert after[2] == signed_sum(after[4])
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to run a reader as another user")
+def test_another_user_opens_a_vm_disk_by_its_path_but_cannot_list_them(tmp_path):
+    # QEMU opens the disk as its own user (libvirt-qemu, qemu): the directory
+    # the daemon creates as root must let it through, and need show nobody
+    # which VMs have disks.
+    import shutil
+    import tempfile
+
+    if not shutil.which("runuser"):
+        pytest.skip("runuser is not installed")
+    top = Path(tempfile.mkdtemp(prefix="vhostmd-pervm-", dir="/tmp"))
+    try:
+        top.chmod(0o755)
+        conf = write_config(top)
+        result = subprocess.run([sys.executable, "-m", "vhostmd", "--once", "-c", URI, "-f", str(conf)],
+                                cwd=ROOT, capture_output=True, text=True, timeout=60)
+        assert result.returncode == 0, result.stderr
+        uuid = libvirt.openReadOnly(URI).lookupByName("test").UUIDString()
+        as_nobody = ["runuser", "-u", "nobody", "--"]
+        read = subprocess.run(as_nobody + ["head", "-c", "4", str(top / "vms" / uuid)],
+                              capture_output=True, timeout=30)
+        assert read.returncode == 0 and read.stdout == b"mvbd", read.stderr
+        listing = subprocess.run(as_nobody + ["ls", str(top / "vms")], capture_output=True, timeout=30)
+        assert listing.returncode != 0 and uuid.encode() not in listing.stdout
+    finally:
+        shutil.rmtree(top, ignore_errors=True)

@@ -138,6 +138,7 @@ def open_directory(path: Path, *, owners: Collection[int], sticky_ok: bool,
         except OSError as err:
             raise FileRefused(f"cannot create directory {path}: {err.strerror}") from None
         else:
+            os.chmod(path, create_mode)  # whatever the umask
             if create_owner is not None and create_owner != os.geteuid():
                 os.chown(path, create_owner, -1)
     flags = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC

@@ -22,7 +22,10 @@ from ..files import FileRefused, open_directory, open_own_file, same_file
 log = logging.getLogger(__name__)
 
 DISK_MODE = 0o644
-DIR_MODE = 0o700
+#: A directory the daemon creates for its disks: QEMU, which opens a disk by
+#: its path as its own user (libvirt-qemu, qemu), must pass through it;
+#: nobody else need list it.
+DIR_MODE = 0o711
 
 
 class DiskError(TransportError):
