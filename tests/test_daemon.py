@@ -321,3 +321,68 @@ def test_user_option_refuses_root(tmp_path):
     result = vhostmd("--once", "-f", str(conf), "-u", "root")
     assert result.returncode == 1
     assert "uid or gid 0" in result.stderr
+
+
+def test_a_failed_reload_shows_in_status_check_and_prometheus_until_a_reload_succeeds(tmp_path):
+    disk, state, prom = tmp_path / "vhostmd0", tmp_path / "status.json", tmp_path / "vhostmd.prom"
+    good = config_xml(metric("Tick", "date +%s%N", "uint64"), disk=disk, period=1)
+    conf = tmp_path / "c.conf"
+    conf.write_text(good)
+    proc = start_vhostmd("-c", "test:///default", "-f", str(conf), "--status-file", str(state),
+                         "--prometheus-file", str(prom))
+
+    def reload_failure():
+        return json.loads(state.read_text()).get("reload_failure") if state.exists() else None
+
+    def gauges() -> dict[str, str]:
+        # Read as plain text, independently of the exposition code.
+        return dict(line.split(" ", 1) for line in prom.read_text().splitlines() if not line.startswith("#"))
+
+    try:
+        wait_for(lambda: names_on_disk(disk) == ["Tick"] and state.exists())
+        assert vhostmd("status", "--status-file", str(state)).returncode == 0
+        assert gauges()["vhostmd_config_reload_failed"] == "0"
+
+        conf.write_text(good.replace("</update_period>", ""))  # a tag left open
+        before = time.time()
+        proc.send_signal(signal.SIGHUP)
+        failure = wait_for(reload_failure)
+        assert failure["config"] == str(conf)
+        assert failure["error"].startswith(f"{conf}:")  # file and line, as logged
+        assert before - 1 <= failure["at"] <= time.time()
+
+        shown = vhostmd("status", "--status-file", str(state))
+        assert shown.returncode == 1, shown.stdout  # running, but degraded
+        warning = next(line for line in shown.stdout.splitlines() if line.startswith("warning: "))
+        assert f"reload of {conf} failed" in warning and "running configuration kept" in warning
+        assert failure["error"] in warning
+
+        checked = vhostmd("check", "--status-file", str(state))
+        assert checked.returncode == 1 and checked.stdout.startswith("VHOSTMD WARNING - "), checked.stdout
+        assert "reload of" in checked.stdout and failure["error"] in checked.stdout
+
+        for text in (prom.read_text(), vhostmd("status", "--format", "prometheus",
+                                                "--status-file", str(state)).stdout):
+            values = dict(line.split(" ", 1) for line in text.splitlines() if not line.startswith("#"))
+            assert values["vhostmd_config_reload_failed"] == "1"
+            assert float(values["vhostmd_last_reload_failure_timestamp_seconds"]) == failure["at"]
+
+        # Still publishing with the configuration it had, and still saying so.
+        document = disk_document(disk)
+        wait_for(lambda: disk_document(disk) != document)
+        assert reload_failure() == failure
+
+        conf.write_text(good)
+        proc.send_signal(signal.SIGHUP)
+        wait_for(lambda: reload_failure() is None)
+        shown = vhostmd("status", "--status-file", str(state))
+        assert shown.returncode == 0 and "warning:" not in shown.stdout, shown.stdout
+        checked = vhostmd("check", "--status-file", str(state))
+        assert checked.returncode == 0 and checked.stdout.startswith("VHOSTMD OK - "), checked.stdout
+        wait_for(lambda: gauges()["vhostmd_config_reload_failed"] == "0")
+        assert "vhostmd_last_reload_failure_timestamp_seconds" not in gauges()
+    finally:
+        log = stop(proc)
+    assert proc.returncode == 0, log
+    assert log.count("reload failed, keeping the running configuration") == 1
+    assert f"reload failed, keeping the running configuration: {failure['error']}" in log

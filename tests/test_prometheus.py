@@ -19,7 +19,9 @@ from fake_qemu import REQUEST, INVALID, FakeQemu
 from support import config_xml, metric, start_vhostmd, stop, vhostmd, wait_for
 from test_virtio import async_test, virtio_xml
 from vhostmd import exposition
-from vhostmd.state import ChannelStatus, DaemonStatus, DiskStatus, TransportStatus, UpdateStatus
+from vhostmd.state import (
+    ChannelStatus, DaemonStatus, DiskStatus, ReloadFailure, TransportStatus, UpdateStatus,
+)
 
 URI = "test:///default"
 
@@ -29,6 +31,8 @@ FAMILIES = {
     "vhostmd_build_info": "gauge",
     "vhostmd_start_time_seconds": "gauge",
     "vhostmd_update_period_seconds": "gauge",
+    "vhostmd_config_reload_failed": "gauge",
+    "vhostmd_last_reload_failure_timestamp_seconds": "gauge",
     "vhostmd_last_update_timestamp_seconds": "gauge",
     "vhostmd_last_update_duration_seconds": "gauge",
     "vhostmd_last_update_cpu_seconds": "gauge",
@@ -73,6 +77,8 @@ def test_exposition_types_help_units_and_escaped_labels():
     status = DaemonStatus(
         pid=1, started=1700000000.5, written=1700000100.0, config="/etc/vhostmd/vhostmd.conf",
         update_period=5, updates=20, publish_failures=2,
+        reload_failure=ReloadFailure(at=1700000050.75, config="/etc/vhostmd/vhostmd.conf",
+                                     error="/etc/vhostmd/vhostmd.conf:35: not well-formed XML"),
         last_update=UpdateStatus(started=1700000099.25, duration=0.0125, cpu=0.004, vms=7, metrics=90,
                                  document_bytes=4000, published=False,
                                  failures=("metric 'A' left out: x", "metric 'B' left out: y"),
@@ -95,6 +101,8 @@ def test_exposition_types_help_units_and_escaped_labels():
     assert value(families, "vhostmd_last_update_timestamp_seconds") == 1700000099.25
     assert value(families, "vhostmd_last_update_duration_seconds") == 0.0125
     assert value(families, "vhostmd_last_update_published") == 0
+    assert value(families, "vhostmd_config_reload_failed") == 1
+    assert value(families, "vhostmd_last_reload_failure_timestamp_seconds") == 1700000050.75
     assert value(families, "vhostmd_vms") == 7
     assert value(families, "vhostmd_metrics_failed") == 2
     assert value(families, "vhostmd_publish_failures_total") == 2
@@ -126,6 +134,10 @@ def test_old_state_files_without_counters_still_read():
     assert (status.updates, status.transports[0].channels.requests) == (0, 0)
     families = parse(exposition.render(status, up=False))
     assert value(families, "vhostmd_updates_total") == 0
+    # Nor a failed reload: none is recorded, and the gauge says so.
+    assert status.reload_failure is None
+    assert value(families, "vhostmd_config_reload_failed") == 0
+    assert "vhostmd_last_reload_failure_timestamp_seconds" not in families
 
 
 def conf(tmp_path: Path) -> Path:

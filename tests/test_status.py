@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -14,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from vhostmd.commands import status as status_mod
-from vhostmd.state import DaemonStatus, StatusFile, UpdateStatus
+from vhostmd.state import DaemonStatus, ReloadFailure, StatusFile, UpdateStatus
 
 ROOT = Path(__file__).resolve().parents[1]
 URI = "test:///default"
@@ -165,6 +166,27 @@ def test_state_file_round_trips_and_tolerates_unknown_keys():
     data["added_by_a_newer_version"] = 1
     data["last_update"]["also_new"] = True
     assert DaemonStatus.from_json(json.dumps(data)) == original
+
+
+def test_a_failed_reload_round_trips_and_makes_the_daemon_degraded():
+    failure = ReloadFailure(at=990.0, config="/etc/vhostmd/vhostmd.conf",
+                            error="/etc/vhostmd/vhostmd.conf:35: not well-formed XML")
+    status = dataclasses.replace(_status(998), reload_failure=failure)
+    data = json.loads(status.to_json())
+    assert data["reload_failure"] == {"at": 990.0, "config": "/etc/vhostmd/vhostmd.conf",
+                                      "error": "/etc/vhostmd/vhostmd.conf:35: not well-formed XML"}
+    assert DaemonStatus.from_json(json.dumps(data)) == status
+    del data["reload_failure"]  # as files written before the field existed
+    assert DaemonStatus.from_json(json.dumps(data)).reload_failure is None
+    verdict = status_mod.judge(status, Path("/run/x"), 1000.0, alive=True)
+    assert verdict.exit == status_mod.EXIT_DEGRADED
+    assert verdict.notes == ["reload of /etc/vhostmd/vhostmd.conf failed at "
+                             + time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(990.0))
+                             + " (10 s ago), running configuration kept: "
+                             "/etc/vhostmd/vhostmd.conf:35: not well-formed XML"]
+    data["reload_failure"] = {"at": 990.0}  # garbled: not taken for a state file
+    with pytest.raises(ValueError):
+        DaemonStatus.from_json(json.dumps(data))
 
 
 def test_a_state_file_that_cannot_be_written_does_not_stop_the_daemon(tmp_path):

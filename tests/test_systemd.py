@@ -112,6 +112,62 @@ def test_daemon_notifies_ready_status_reload_and_stop(tmp_path, listener):
     assert proc.returncode == 0
 
 
+def test_a_failed_reload_stays_in_the_status_line_until_a_reload_succeeds(tmp_path, listener):
+    path, sock = listener
+    conf = tmp_path / "vhostmd.conf"
+    good = f"""<vhostmd>
+  <globals>
+    <disk><name>m</name><path>{tmp_path}/vhostmd0</path><size unit="k">64</size></disk>
+    <update_period>1</update_period>
+    <transport>vbd</transport>
+  </globals>
+  <metrics>
+    <metric type="string" context="host"><name>A</name><action>echo a</action></metric>
+  </metrics>
+</vhostmd>
+"""
+    conf.write_text(good)
+    env = dict(os.environ, NOTIFY_SOCKET=str(path))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "vhostmd", "-d", "-c", URI, "-f", str(conf), "-p", str(tmp_path / "pid"),
+         "--status-file", str(tmp_path / "status.json")],
+        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+
+    def after_reload(got) -> tuple[str, str]:
+        """STATUS= of the READY=1 that ends the reload, and of the update after it."""
+        msg = next(got)
+        while "RELOADING" not in msg:
+            msg = next(got)
+        while "READY" not in msg:
+            msg = next(got)
+        update = next(got)
+        while "STATUS" not in update:
+            update = next(got)
+        return msg["STATUS"], update["STATUS"]
+
+    try:
+        got = messages(sock)
+        assert next(got)["READY"] == "1"
+        conf.write_text(good.replace("</vhostmd>", ""))
+        proc.send_signal(signal.SIGHUP)
+        ready, update = after_reload(got)
+        assert ready.startswith("RELOAD FAILED, running configuration kept: ")
+        assert f"{conf}:" in ready
+        # Each update's line keeps saying so, not only the one after SIGHUP.
+        assert update.startswith("1 VMs, 1 metrics,")
+        assert "; RELOAD FAILED, running configuration kept: " in update
+        conf.write_text(good)
+        proc.send_signal(signal.SIGHUP)
+        ready, update = after_reload(got)
+        assert ready.startswith("configuration reloaded")
+        assert update.startswith("1 VMs, 1 metrics,") and "RELOAD" not in update
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
+    assert proc.returncode == 0
+
+
 def test_unit_file_verifies_clean(tmp_path):
     analyze = systemd_analyze()
     # The unit as shipped, with only its ExecStart pointed at this checkout's

@@ -18,7 +18,7 @@ from .pipeline import Pipeline, UpdateReport
 from .publish import Publisher, PublishErrorLog, TransportError
 from .sdnotify import Notifier
 from .pidfile import process_start
-from .state import DaemonStatus, StatusFile, UpdateStatus, summary
+from .state import DaemonStatus, ReloadFailure, StatusFile, UpdateStatus, summary
 from .textfile import PrometheusFile
 from .transports import close_transports, open_transports, start_transports
 from .watchdog import Watchdog, longest_step
@@ -89,6 +89,9 @@ class Daemon:
         #: Updates finished, and of those the ones not published everywhere.
         self.updates = 0
         self.publish_failures = 0
+        #: The last reload, while it has failed (the running configuration was
+        #: kept); cleared by the next reload that succeeds.
+        self.reload_failure: ReloadFailure | None = None
         #: time.monotonic() when the update in progress started; None between updates.
         self.update_started: float | None = None
         self._problems = ProblemLog()
@@ -147,6 +150,7 @@ class Daemon:
             transports=self.pipeline.status(),
             updates=self.updates,
             publish_failures=self.publish_failures,
+            reload_failure=self.reload_failure,
         )
 
     def write_state(self, status: DaemonStatus) -> None:
@@ -165,7 +169,7 @@ class Daemon:
         status = self.status(running)
         self.write_state(status)
         if running and status.last_update is not None:
-            text = summary(status.last_update)
+            text = summary(status.last_update, status.reload_failure)
             # Ready once the first update is done, published or not: a unit
             # that never became ready would be restarted in a loop, and no
             # restart mends a disk that is too small or one VM's oversize
@@ -280,7 +284,13 @@ class Daemon:
             transports = open_transports(new, self.pipeline.publishers)
         except (ConfigError, TransportError) as err:
             log.error("reload failed, keeping the running configuration: %s", err)
-            self._ready_again(f"reload failed, running configuration kept: {err}")
+            # Recorded in the state file until a reload succeeds: the log line
+            # alone is easily missed (under systemd it is only in the journal).
+            # One line: it ends up in STATUS=, whose datagram is KEY=value lines.
+            error = " ".join(str(err).splitlines())
+            self.reload_failure = ReloadFailure(at=time.time(), config=str(self.config_path), error=error)
+            self._state_after_reload()
+            self._ready_again(f"RELOAD FAILED, running configuration kept: {error}")
             return False
         for warning in new.warnings:
             log.warning("%s", warning)
@@ -289,8 +299,15 @@ class Daemon:
         self.pipeline = pipeline
         await start_transports(transports)
         log.info("configuration reloaded: %d metrics", len(new.metrics))
+        self.reload_failure = None
+        self._state_after_reload()
         self._ready_again(f"configuration reloaded: {len(new.metrics)} metrics")
         return True
+
+    def _state_after_reload(self) -> None:
+        # Written now, not only after the next update: that update may run
+        # for a while (slow actions), and status must say what happened.
+        self.write_state(self.status())
 
     def _ready_again(self, text: str) -> None:
         # systemd waits for READY=1 after RELOADING=1, whatever the outcome.

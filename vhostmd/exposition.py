@@ -81,6 +81,14 @@ def render(status: DaemonStatus | None, up: bool) -> str:
     w.gauge("vhostmd_start_time_seconds", "When the daemon started, in seconds since the epoch.",
             status.started)
     w.gauge("vhostmd_update_period_seconds", "The configured update_period.", status.update_period)
+    failed = status.reload_failure
+    w.gauge("vhostmd_config_reload_failed",
+            "Whether the last reload failed and the daemon runs its previous configuration (1) or not (0).",
+            1 if failed is not None else 0)
+    if failed is not None:
+        w.gauge("vhostmd_last_reload_failure_timestamp_seconds",
+                "When the last reload failed, in seconds since the epoch (only while it is not fixed).",
+                failed.at)
     last = status.last_update
     if last is not None:
         w.gauge("vhostmd_last_update_timestamp_seconds",

@@ -97,6 +97,18 @@ class UpdateStatus:
 
 
 @dataclass(frozen=True)
+class ReloadFailure:
+    """A reload (SIGHUP) that was refused: the daemon kept the configuration it ran."""
+
+    #: When it failed, in seconds since the epoch.
+    at: float
+    #: The configuration file the daemon tried to load.
+    config: str
+    #: Why it was refused, as logged (names the file and line where it can).
+    error: str
+
+
+@dataclass(frozen=True)
 class DaemonStatus:
     """Everything the state file holds."""
 
@@ -117,6 +129,9 @@ class DaemonStatus:
     updates: int = 0
     #: Of those, the updates not published everywhere.
     publish_failures: int = 0
+    #: The last reload, when it failed; None once a reload succeeds (and in
+    #: files older writers made).
+    reload_failure: ReloadFailure | None = None
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=True) + "\n"
@@ -129,6 +144,7 @@ class DaemonStatus:
             if not isinstance(data, dict):
                 raise TypeError("not an object")
             last = data.get("last_update")
+            reload_failure = data.get("reload_failure")
             transports = tuple(
                 _build(
                     TransportStatus, t,
@@ -151,6 +167,7 @@ class DaemonStatus:
                     publish_errors=tuple(last.get("publish_errors", ())),
                 ) if last else None,
                 transports=transports,
+                reload_failure=_build(ReloadFailure, reload_failure) if reload_failure else None,
             )
         except (TypeError, KeyError, AttributeError, json.JSONDecodeError) as err:
             raise ValueError(f"not a vhostmd state file ({err})") from None
@@ -214,8 +231,8 @@ def daemon_running(status: DaemonStatus | None) -> bool:
             and pid_alive(status.pid, program=b"vhostmd", started=status.process_start))
 
 
-def summary(last: UpdateStatus) -> str:
-    """One line about an update, as systemd's STATUS= shows it."""
+def summary(last: UpdateStatus, reload_failure: ReloadFailure | None = None) -> str:
+    """One line about an update (and a failed reload), as systemd's STATUS= shows it."""
     text = (
         f"{last.vms} VMs, {last.metrics} metrics, {last.document_bytes} bytes "
         f"in {last.duration * 1000:.0f} ms"
@@ -224,4 +241,6 @@ def summary(last: UpdateStatus) -> str:
         text += f"; {len(last.failures)} failed"
     if not last.published:
         text += "; NOT PUBLISHED: " + "; ".join(last.publish_errors)
+    if reload_failure is not None:
+        text += f"; RELOAD FAILED, running configuration kept: {reload_failure.error}"
     return text

@@ -79,6 +79,7 @@ def evaluate(status: DaemonStatus | None, path: Path, now: float, alive: bool,
             result.raise_to(CRITICAL, f"nothing published in the {since:.0f} s since the daemon started")
         else:
             result.raise_to(WARNING, "no update has finished yet")
+        _reload_failure(result, status, now)
         return result, ""
 
     age = max(0.0, now - last.started)
@@ -114,9 +115,18 @@ def evaluate(status: DaemonStatus | None, path: Path, now: float, alive: bool,
     channels = [t.channels for t in status.transports if t.channels is not None]
     if channels:
         result.perfdata.append(f"channels={sum(c.connected for c in channels)};;;0")
+    _reload_failure(result, status, now)
     ok = (f"{last.vms} VMs, {last.metrics} metrics, last update {age:.0f} s ago, "
           f"took {last.duration * 1000:.0f} ms")
     return result, ok
+
+
+def _reload_failure(result: Result, status: DaemonStatus, now: float) -> None:
+    """WARNING while the last reload has failed: the file is not what runs."""
+    failed = status.reload_failure
+    if failed is not None:
+        result.raise_to(WARNING, f"reload of {failed.config} failed {max(0.0, now - failed.at):.0f} s ago, "
+                                 f"running configuration kept: {failed.error}")
 
 
 class _Parser(argparse.ArgumentParser):

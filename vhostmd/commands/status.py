@@ -47,10 +47,21 @@ def judge(status: DaemonStatus | None, path: Path, now: float, alive: bool) -> V
             f"vhostmd is not running (pid {status.pid}, which wrote {path}, is gone)",
         )
     head = f"vhostmd is running (pid {status.pid}, version {status.version}, since {_when(status.started, now)})"
+    verdict = Verdict(EXIT_HEALTHY, head)
+    failed = status.reload_failure
+    if failed is not None:
+        # The daemon runs a configuration other than the file's: a restart
+        # (or the next boot) would fail to start it at all.
+        verdict.exit = EXIT_DEGRADED
+        verdict.notes.append(
+            f"reload of {failed.config} failed at {_when(failed.at, now)}, "
+            f"running configuration kept: {failed.error}"
+        )
     last = status.last_update
     if last is None:
-        return Verdict(EXIT_DEGRADED, head, ["no update has finished yet"])
-    verdict = Verdict(EXIT_HEALTHY, head)
+        verdict.exit = EXIT_DEGRADED
+        verdict.notes.append("no update has finished yet")
+        return verdict
     age = now - last.started
     if age > STALE_PERIODS * status.update_period:
         verdict.exit = EXIT_DEGRADED
