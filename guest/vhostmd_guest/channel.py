@@ -64,5 +64,7 @@ class AnswerBuffer:
 def check_answer(answer: bytes) -> bytes:
     """Return ``answer`` unless it is the host's ``INVALID REQUEST``."""
     if answer.strip() == INVALID_REQUEST.strip():
-        raise InvalidRequestError("the host answered INVALID REQUEST to {!r}".format(REQUEST))
+        raise InvalidRequestError(
+            "the host answered INVALID REQUEST to \"{}\"".format(REQUEST.decode("ascii").strip())
+        )
     return answer

@@ -24,6 +24,7 @@ from .errors import (
     DiskUnstableError,
     LengthPastEndError,
     NoMetricsDiskError,
+    TruncatedDiskError,
 )
 from .mdisk import (
     HEADER_SIZE,
@@ -117,16 +118,45 @@ def find_metrics_disk(sys_block: str = SYS_BLOCK, dev_root: str = DEV_ROOT) -> s
     else:
         where = "{} lists no block device with a medium".format(sys_block)
     raise NoMetricsDiskError(
-        "no metrics disk: no block device starts with the signature {!r} ({}){}".format(
-            SIGNATURE_BYTES, where, hint
-        )
+        "no metrics disk: no block device starts with the metrics disk signature "
+        "\"{}\" ({}){}".format(SIGNATURE_BYTES.decode("ascii"), where, hint)
     )
 
 
 def read_header(path: str) -> Header:
     """The header of the metrics disk at ``path``, read once."""
     with Device(path) as dev:
+        return _header_of(dev, dev.size)
+
+
+_KINDS = (
+    (stat.S_ISDIR, "a directory"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISFIFO, "a pipe"),
+    (stat.S_ISSOCK, "a socket"),
+)
+
+
+def _check_kind(dev: Device) -> None:
+    """Refuse what cannot hold a metrics disk, naming what it is instead."""
+    mode = os.fstat(dev.fd).st_mode
+    for test, kind in _KINDS:
+        if test(mode):
+            raise DiskError("{} is {}, not a metrics disk".format(dev.path, kind))
+
+
+def _header_of(dev: Device, size: int) -> Header:
+    """The header, with the device's name in the error when it is not one."""
+    try:
         return decode_header(dev.read(0, HEADER_SIZE))
+    except TruncatedDiskError:
+        raise TruncatedDiskError(
+            "{}: not a metrics disk (it ends after {} bytes, the header needs {})".format(
+                dev.path, size, HEADER_SIZE
+            )
+        ) from None
+    except BadSignatureError as err:
+        raise BadSignatureError("{}: {}".format(dev.path, err)) from None
 
 
 def read_disk(
@@ -150,17 +180,18 @@ def read_disk(
     attempts = max(1, attempts)
     last = None  # type: Optional[Tuple[Header, DiskError]]
     with Device(path) as dev:
+        _check_kind(dev)
         size = dev.size
         for attempt in range(attempts):
             if attempt:
                 sleep(retry_wait)
-            header = decode_header(dev.read(0, HEADER_SIZE))
+            header = _header_of(dev, size)
             try:
                 if header.busy:
                     raise DiskBusyError("{}: the busy flag stayed set".format(path))
                 check_length(header, size)
                 content = dev.read(HEADER_SIZE, header.length)
-                after = decode_header(dev.read(0, HEADER_SIZE))
+                after = _header_of(dev, size)
                 if after != header:
                     raise DiskUnstableError("{}: the disk changed during every read".format(path))
                 check_content(header, content)
@@ -173,7 +204,12 @@ def read_disk(
                 last = (header, err)
     assert last is not None
     err = last[1]
-    raise type(err)("{} (after {} attempts, {:g} s apart)".format(err, attempts, retry_wait))
+    why = ""
+    if isinstance(err, DiskBusyError):
+        why = " (the host began an update and has not finished it)"
+    if attempts == 1:
+        raise type(err)("{} after 1 attempt{}".format(err, why))
+    raise type(err)("{} after {} attempts, {:g} s apart{}".format(err, attempts, retry_wait, why))
 
 
 class DiskReader:

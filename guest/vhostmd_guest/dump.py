@@ -2,6 +2,8 @@
 
 Sources are the metrics disk (``-b``), the virtio port (``-i``) and
 xenstore (``-x``); without any of these flags they are tried in that order.
+``--device PATH`` asks for the disk at PATH, so it stands for ``-b``: the
+other sources are tried only when their flags are given too.
 The document is written exactly as received (``--format xml``), or parsed
 and printed as JSON (``--format json``, also ``--json``) or as Prometheus
 text exposition format (``--format prometheus``).
@@ -11,10 +13,10 @@ Exit status: 0 on success, 1 when no source worked, 2 for usage errors.
 import argparse
 import json
 import sys
-from typing import List, Optional
+from typing import Dict, List, Optional
 
 from .document import parse_document
-from .errors import MetricsError, NoSourceError
+from .errors import MetricsError
 from .port import DEFAULT_PORT, DEFAULT_TIMEOUT
 from .prometheus import exposition
 from .sources import SOURCES, RawMetrics, SourceOptions, read_source
@@ -38,8 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog=PROG,
         description="Dump the metrics the virtualization host provides to this VM.",
-        epilog="Without -b, -i or -x the sources are tried in the order disk, virtio, "
-        "xenstore. Exit status 1 when no source worked.",
+        epilog="Without -b, -i, -x or --device the sources are tried in the order disk, "
+        "virtio, xenstore; --device implies -b. Exit status 1 when no source worked.",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="verbose messages")
     parser.add_argument("-d", "--dest", metavar="FILE", help="write to FILE instead of stdout")
@@ -48,8 +50,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="get metrics from the virtio channel")
     parser.add_argument("-x", "--xenstore", action="store_true",
                         help="get metrics from xenstore (Xen guests)")
-    parser.add_argument("--device", metavar="PATH",
-                        help="read this metrics disk (device or file) instead of scanning /sys/block")
+    parser.add_argument("--device", metavar="PATH", type=_path,
+                        help="read this metrics disk (device or file) instead of scanning "
+                        "/sys/block; implies -b")
     parser.add_argument("--port", metavar="PATH", default=DEFAULT_PORT,
                         help="virtio port (default %(default)s)")
     parser.add_argument("--format", choices=FORMATS, default="xml",
@@ -63,11 +66,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _path(text: str) -> str:
+    if not text:
+        raise argparse.ArgumentTypeError("the path is empty")
+    return text
+
+
 def _seconds(text: str) -> float:
     try:
         value = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError("not a number of seconds: {!r}".format(text)) from None
+        raise argparse.ArgumentTypeError('not a number of seconds: "{}"'.format(text)) from None
     if not value > 0:
         raise argparse.ArgumentTypeError("the timeout must be above 0")
     return value
@@ -106,32 +115,63 @@ def _write(dest: Optional[str], data: bytes) -> None:
             f.write(data)
 
 
+def _chosen(args: argparse.Namespace) -> List[str]:
+    """The sources to try, in the default order.
+
+    A named device asks for the disk: it stands for -b, so it alone does
+    not send the tool on to virtio and xenstore when that disk fails.
+    """
+    vbd = args.vbd or args.device is not None
+    chosen = [s for s, flag in zip(SOURCES, (vbd, args.virtio, args.xenstore)) if flag]
+    return chosen or list(SOURCES)
+
+
+def _one_line(err: Exception) -> str:
+    # Each source's error is one line of stderr, whatever it quotes.
+    lines = [line.strip() for line in str(err).splitlines()]
+    return "; ".join(line for line in lines if line) or type(err).__name__
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     """Run ``vm-dump-metrics``; return the exit status."""
     args = build_parser().parse_args(argv)
-    chosen = [s for s, flag in zip(SOURCES, (args.vbd, args.virtio, args.xenstore)) if flag]
+    try:
+        return _dump(args)
+    except KeyboardInterrupt:
+        # Interrupted while waiting for a busy disk or the host: no traceback.
+        return 130
+
+
+def _dump(args: argparse.Namespace) -> int:
     options = _options(args)
 
     def say(message: str) -> None:
-        if args.verbose:
-            print("{}: {}".format(PROG, message), file=sys.stderr)
+        print("{}: {}".format(PROG, message), file=sys.stderr)
 
-    errors = {}
-    for source in chosen or SOURCES:
+    errors = {}  # type: Dict[str, str]
+    for source in _chosen(args):
         try:
             raw = read_source(source, options)
             data = _render(raw, args.format)
         except MetricsError as err:
-            say("{}: {}".format(source, err))
-            errors[source] = err
+            errors[source] = _one_line(err)
+            # Verbose says each failure as it happens; the summary then
+            # does not repeat it.
+            if args.verbose:
+                say("{}: {}".format(source, errors[source]))
             continue
-        say("{}: {} bytes from {}".format(source, len(raw.data), raw.location))
+        if args.verbose:
+            say("{}: {} bytes from {}".format(source, len(raw.data), raw.location))
         try:
             _write(args.dest, data)
         except OSError as err:
-            print("{}: cannot write {}: {}".format(PROG, args.dest or "stdout", err.strerror),
-                  file=sys.stderr)
+            say("cannot write {}: {}".format(args.dest or "stdout", err.strerror or err))
             return 1
         return 0
-    print("{}: {}".format(PROG, NoSourceError(errors)), file=sys.stderr)
+    if args.verbose:
+        say("no metrics source worked")
+    else:
+        say("no metrics source worked:")
+        for source, message in errors.items():
+            print("  {}: {}".format(source, message), file=sys.stderr)
     return 1

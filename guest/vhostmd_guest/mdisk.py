@@ -63,11 +63,23 @@ def decode_header(data: bytes) -> Header:
     header = Header(*_HEADER.unpack_from(data))
     if header.signature != SIGNATURE:
         raise BadSignatureError(
-            "bad signature {!r} (0x{:08x}), expected {!r}".format(
-                bytes(data[:4]), header.signature, SIGNATURE_BYTES
+            "not a metrics disk (bad signature {}, expected \"{}\")".format(
+                describe_signature(bytes(data[:4])), SIGNATURE_BYTES.decode("ascii")
             )
         )
     return header
+
+
+def describe_signature(first: bytes) -> str:
+    """The first bytes of a device as a person reads them in a message:
+    quoted text when they are printable ASCII, else hexadecimal.
+
+    >>> describe_signature(b"nope"), describe_signature(b"\\x00\\x01\\x02\\xff")
+    ('"nope"', '0x000102ff')
+    """
+    if first and all(0x20 <= b < 0x7F and b != 0x22 for b in first):
+        return '"{}"'.format(first.decode("ascii"))
+    return "0x" + first.hex()
 
 
 def checksum(content: bytes) -> int:

@@ -19,6 +19,7 @@ retried every few milliseconds until the timeout.
 import contextlib
 import errno
 import os
+import stat
 import termios
 import tty
 from typing import Optional
@@ -200,6 +201,8 @@ async def request_metrics_async(
     """
     fd = open_port(port)
     try:
+        if stat.S_ISREG(os.fstat(fd).st_mode):
+            raise VirtioError("{} is a regular file, not a virtio port".format(port))
         if not os.isatty(fd):
             return await exchange_async(fd, timeout, max_size, port)
         serial_asyncio = _serial_asyncio() if use_pyserial is not False else None
@@ -223,7 +226,11 @@ async def _within(exchange, port: str, timeout: float, progress: _Progress) -> b
     except asyncio.TimeoutError:
         raise progress.timeout_error(port, timeout) from None
     except OSError as err:
-        raise VirtioError("{}: {}".format(port, err)) from None
+        hint = ""
+        if err.errno == errno.EPERM:
+            # epoll refuses regular files and devices such as /dev/null.
+            hint = " (the event loop cannot wait on it: not a virtio port?)"
+        raise VirtioError("{}: {}{}".format(port, err.strerror or err, hint)) from None
 
 
 def request_metrics(

@@ -7,6 +7,8 @@ xenstore, as ``vm-dump-metrics`` does); the first that works wins.
 # asyncio is imported in the functions that use it: importing it takes a
 # guest under software emulation about half a second, and reading the disk
 # needs none of it.
+import errno
+import os
 from typing import NamedTuple, Optional, Sequence
 
 from .channel import MAX_ANSWER_SIZE
@@ -19,7 +21,7 @@ from .disk import (
     read_disk,
 )
 from .document import MetricsDocument, parse_document
-from .errors import MetricsError, NoSourceError
+from .errors import DiskError, MetricsError, NoSourceError
 from .port import DEFAULT_PORT, DEFAULT_TIMEOUT, request_metrics, request_metrics_async
 from .xenstore import read_xenstore
 
@@ -62,7 +64,11 @@ def read_source(source: str, options: SourceOptions = SourceOptions()) -> RawMet
         try:
             snapshot = read_disk(path, options.attempts, options.retry_wait)
         except OSError as err:
-            raise MetricsError("cannot read {}: {}".format(path, err.strerror or err)) from None
+            hint = ""
+            if err.errno in (errno.EACCES, errno.EPERM) and os.geteuid() != 0:
+                hint = " (run as root?)"
+            reason = err.strerror or str(err)
+            raise DiskError("cannot read {}: {}{}".format(path, reason, hint)) from None
         return RawMetrics(DISK, path, snapshot.content)
     if source == VIRTIO:
         return RawMetrics(

@@ -55,8 +55,10 @@ def _read_key(command: str, key: str, timeout: float) -> bytes:
         return raw.stdout
     plain = _run([command, key], timeout)
     if plain.returncode != 0:
-        message = plain.stderr.decode("utf-8", "replace").strip() or "exit status {}".format(
-            plain.returncode
+        # One line, whatever the tool printed: messages are one line per source.
+        lines = plain.stderr.decode("utf-8", "replace").split("\n")
+        message = "; ".join(line.strip() for line in lines if line.strip()) or (
+            "exit status {}".format(plain.returncode)
         )
         raise XenstoreError("xenstore key {} cannot be read: {}".format(key, message))
     # Without -R the value is escaped and followed by a newline.

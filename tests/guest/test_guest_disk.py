@@ -233,7 +233,8 @@ def test_discovery_skips_what_is_not_a_disk(tmp_path):
     sys_block, dev = fake_tree(tmp_path, disk_image(DOC))
     os.unlink(os.path.join(dev, "vdb"))
     assert not has_signature(os.path.join(dev, "sda"))
-    with pytest.raises(NoMetricsDiskError, match=r"signature b'mvbd' \(tried .*/vdb, .*/vda\)"):
+    with pytest.raises(NoMetricsDiskError,
+                       match=r'the metrics disk signature "mvbd" \(tried .*/vdb, .*/vda\)'):
         find_metrics_disk(sys_block, dev)
     with pytest.raises(NoMetricsDiskError, match="lists no block device"):
         find_metrics_disk(str(tmp_path / "nothing"), dev)
