@@ -282,8 +282,8 @@ class VirtioTransport:
         self._io.answers = Answers(rendered.host, {uuid: vm.fragment for uuid, vm in self._vms.items()})
         if self._inotify is not None and self._top_wd is None:
             self._watch_top()
-        elif self._dir_missing and os.path.isdir(self.config.channel_path):
-            # Without inotify: one stat per update notices the directory.
+        if self._dir_missing and os.path.isdir(self.config.channel_path):
+            # Without inotify (or out of watches), one stat per update notices it.
             self._dir_appeared()
         self._request_scan()
 
