@@ -38,6 +38,7 @@ class UpdateReport:
 
     @property
     def published(self) -> bool:
+        """Whether every transport stored this update (none raised PublishError)."""
         return not self.publish_errors
 
 

@@ -28,7 +28,13 @@ class TransportError(Exception):
 
 
 class PublishError(Exception):
-    """A transport could not publish this update; the message says why."""
+    """A transport could not store this update for the guests; the message says why.
+
+    Any of them makes the update "not published". Trouble reaching guests
+    that the transport retries by itself (a virtio channel directory it
+    cannot list, a socket that refuses) is not one: it is an error in the
+    transport's ``status()``.
+    """
 
 
 class PublishErrorLog:
@@ -91,7 +97,7 @@ class Publisher(Protocol):
         """Start serving (threads, watches, adopting what an earlier run left)."""
 
     def publish(self, rendered: Rendered) -> None:
-        """Take one update's output; raise PublishError when it could not be published."""
+        """Take one update's output; raise PublishError when it could not store it."""
 
     def status(self) -> TransportStatus:
         """What ``vhostmd status`` shows about this transport."""

@@ -9,6 +9,11 @@ This module finds and connects the channels, in the event loop; the open
 channels are served, within per-guest bounds, by the thread of
 :mod:`.serving`; what goes over the wire is :mod:`.protocol`.
 
+Until libvirt has made ``channel_path`` (it does when the first VM with a
+channel starts) there are simply no channels: that is a note in the status,
+not a failure; its nearest existing parent is watched, and the channels are
+connected as soon as the directory and their sockets appear.
+
 Channels are found by listing ``channel_path`` only when a VM with metrics
 has no channel (after an update, when inotify reports a new directory or
 socket there, or when a failed attempt's back-off ends). The directory name
@@ -28,6 +33,7 @@ channel is logged once, then summarised once per SUMMARY_EVERY.
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import os
 import resource
@@ -41,7 +47,6 @@ from .inotify import (
     IN_CREATE, IN_DONT_FOLLOW, IN_IGNORED, IN_MOVED_TO, IN_ONLYDIR, IN_Q_OVERFLOW, Inotify,
 )
 from ...model import Domain
-from .. import PublishError
 from ...render import Fragment, Rendered
 from ...state import ChannelStatus, TransportStatus
 from .naming import CHANNEL_NAME, name_matches, parse_channel_dir
@@ -157,7 +162,13 @@ class VirtioTransport:
         self._over_limit = 0
         self._mismatch_warned: set[bytes] = set()
         self._inotify_timer: asyncio.TimerHandle | None = None
+        #: Why channel_path cannot be listed (EACCES, ENOTDIR...): a problem
+        #: the status shows, without the transport's name (status adds it).
         self._dir_problem: str | None = None
+        #: channel_path does not exist (yet): no channels, and no problem.
+        self._dir_missing = False
+        #: While channel_path is missing: the watch on its nearest existing parent.
+        self._parent_wd: int | None = None
 
     @property
     def stats(self) -> VirtioStats:
@@ -184,6 +195,8 @@ class VirtioTransport:
             notes.append(f"{stats.invalid} invalid request(s) answered INVALID REQUEST")
         return TransportStatus(
             name=self.name,
+            notes=(f"channel directory {self.config.channel_path} does not exist yet; no channels",)
+            if self._dir_missing else (),
             channels=ChannelStatus(
                 connected=len(self._channels),
                 refused=stats.connect_failures,
@@ -239,7 +252,12 @@ class VirtioTransport:
     # publishing
 
     def publish(self, rendered: Rendered) -> None:
-        """Take one update's metrics; connect VMs that have no channel yet."""
+        """Take one update's metrics; connect VMs that have no channel yet.
+
+        Never fails: the channels are answered from this update whatever
+        becomes of them; a channel directory that cannot be listed is in
+        :meth:`status` (an error), one that does not exist yet too (a note).
+        """
         if not self._running:
             return
         now = self.clock()
@@ -264,9 +282,10 @@ class VirtioTransport:
         self._io.answers = Answers(rendered.host, {uuid: vm.fragment for uuid, vm in self._vms.items()})
         if self._inotify is not None and self._top_wd is None:
             self._watch_top()
+        if self._dir_missing and os.path.isdir(self.config.channel_path):
+            # Without inotify (or out of watches), one stat per update notices it.
+            self._dir_appeared()
         self._request_scan()
-        if self._dir_problem and any(vm.channel is None for vm in self._vms.values()):
-            raise PublishError(self._dir_problem)
 
     def _forget(self, vm: _Vm, why: str) -> None:
         """Stop serving *vm*: close its channel, drop its metrics."""
@@ -354,16 +373,45 @@ class VirtioTransport:
                         continue
                     if entry.is_dir(follow_symlinks=False):
                         found.setdefault(vm.domain.id, []).append(entry.path)
+        except FileNotFoundError:
+            self._set_missing()
+            return None
         except OSError as err:
-            problem = f"virtio: cannot list channel directory {path}: {err.strerror}"
+            problem = f"cannot list channel directory {path}: {err.strerror}"
             if problem != self._dir_problem:
-                log.warning("%s", problem)
+                log.warning("virtio: %s", problem)
             self._dir_problem = problem
+            self._dir_missing = False
             return None
         if self._dir_problem:
             log.info("virtio: channel directory %s is readable again", path)
             self._dir_problem = None
+        if self._dir_missing:
+            self._dir_appeared()
         return found
+
+    def _set_missing(self) -> None:
+        """channel_path does not exist: say so once, with what to do."""
+        self._dir_problem = None
+        if self._dir_missing:
+            return
+        self._dir_missing = True
+        log.warning("virtio: channel directory %s does not exist yet; no channels until it does "
+                    "(libvirt creates it when a VM with a channel starts; create it, or leave "
+                    "<transport>virtio</transport> out of the configuration)",
+                    self.config.channel_path)
+
+    def _dir_appeared(self) -> None:
+        """channel_path exists now: look at once for every VM still without a channel."""
+        if not self._dir_missing:
+            return
+        self._dir_missing = False
+        log.info("virtio: channel directory %s exists now", self.config.channel_path)
+        # Their directories and sockets may have been made before any watch saw them.
+        for vm in self._vms.values():
+            if vm.channel is None:
+                self._wake_vm(vm)
+        self._request_scan()
 
     def _connect(self, vm: _Vm, directories: list[str]) -> tuple[socket.socket | None, str, bool]:
         """A socket connected to *vm*'s channel, trying its directories in order.
@@ -502,11 +550,48 @@ class VirtioTransport:
     # inotify: new directories and sockets wake the VM they belong to
 
     def _watch_top(self) -> None:
-        try:
-            self._top_wd = self._inotify.add_watch(str(self.config.channel_path), _WATCH_TOP)
-        except OSError as err:
-            log.debug("virtio: cannot watch %s: %s", self.config.channel_path, err.strerror)
-            self._top_wd = None
+        """Watch channel_path, or, while it does not exist, its nearest existing parent."""
+        path = str(self.config.channel_path)
+        for _ in range(2):
+            try:
+                self._top_wd = self._inotify.add_watch(path, _WATCH_TOP)
+            except OSError as err:
+                self._top_wd = None
+                if err.errno != errno.ENOENT:
+                    log.debug("virtio: cannot watch %s: %s", path, err.strerror)
+                    self._unwatch_parent()
+                    return  # listing it says why, in the status
+                self._set_missing()
+                if not self._watch_parent(path):
+                    return  # a re-check at each update still finds it
+                # Made between the failed watch and the parent's? Look once more.
+                continue
+            self._unwatch_parent()
+            self._dir_appeared()
+            return
+
+    def _watch_parent(self, path: str) -> bool:
+        """Watch the nearest existing parent of *path* for what leads to it."""
+        parent = os.path.dirname(path)
+        while True:
+            try:
+                wd = self._inotify.add_watch(parent, _WATCH_TOP)
+            except OSError as err:
+                if err.errno == errno.ENOENT and parent != os.path.dirname(parent):
+                    parent = os.path.dirname(parent)
+                    continue
+                log.debug("virtio: cannot watch %s: %s", parent, err.strerror)
+                self._unwatch_parent()
+                return False
+            if wd != self._parent_wd:
+                self._unwatch_parent()
+                self._parent_wd = wd
+            return True
+
+    def _unwatch_parent(self) -> None:
+        wd, self._parent_wd = self._parent_wd, None
+        if wd is not None and wd != self._top_wd and self._inotify is not None:
+            self._inotify.rm_watch(wd)
 
     def _watch_dir(self, directory: str) -> None:
         """Watch a VM's directory for its socket to appear."""
@@ -535,6 +620,7 @@ class VirtioTransport:
             self._inotify.close()
             self._inotify = None
         self._top_wd = None
+        self._parent_wd = None
         self._dir_watches.clear()
         self._watched_dirs.clear()
 
@@ -548,7 +634,7 @@ class VirtioTransport:
             return
         self._loop.remove_reader(self._inotify.fd)
         self._inotify_timer = self._loop.call_later(INOTIFY_PAUSE, self._resume_inotify)
-        wake = False
+        wake = rewatch = False
         seen: set[bytes] = set()
         for event in events:
             if event.mask & IN_Q_OVERFLOW:
@@ -558,16 +644,24 @@ class VirtioTransport:
                 wake = True
             elif event.mask & IN_IGNORED:
                 if event.wd == self._top_wd:
-                    self._top_wd = None  # channel_path went away; watched again at an update
+                    self._top_wd = None  # channel_path went away: watch its parent
+                    rewatch = True
+                elif event.wd == self._parent_wd:
+                    self._parent_wd = None  # the parent went away: watch its own parent
+                    rewatch = True
                 name = self._dir_watches.pop(event.wd, None)
                 if name is not None:
                     self._watched_dirs.pop(name, None)
+            elif event.wd == self._parent_wd:
+                rewatch = True  # a step towards channel_path, perhaps channel_path itself
             elif event.wd == self._top_wd:
                 if event.name not in seen:  # the same directory again (churn): one look will do
                     seen.add(event.name)
                     wake |= self._wake(event.name)
             elif event.name == _CHANNEL_NAME_BYTES and event.wd in self._dir_watches:
                 wake |= self._wake(self._dir_watches[event.wd])
+        if rewatch and self._top_wd is None:
+            self._watch_top()
         if wake:
             self._request_scan()
 
