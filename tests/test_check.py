@@ -114,6 +114,7 @@ def test_critical_when_the_last_update_was_not_published(tmp_path):
         stop(proc)
     assert status == "CRITICAL"
     assert "the last update was not published: metrics disk" in text and "1024 bytes" in text
+    assert text.count("1024 bytes") == 1, text  # said once, not again as the disk's error
     assert perf["publish_failures"].endswith("c")
 
 

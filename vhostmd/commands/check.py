@@ -107,7 +107,9 @@ def evaluate(status: DaemonStatus | None, path: Path, now: float, alive: bool,
             if disk.fill >= DISK_WARN:
                 result.raise_to(WARNING, f"disk {disk.path} is {disk.fill:.0%} full")
         for error in transport.errors:
-            result.raise_to(WARNING, f"{transport.name}: {error}")
+            # A publish failure is named once, as such, above.
+            if error not in last.publish_errors:
+                result.raise_to(WARNING, f"{transport.name}: {error}")
     disks = [d for t in status.transports for d in t.disks]
     if disks:
         fullest = max(disks, key=lambda d: d.fill)
